@@ -1,0 +1,159 @@
+"""MediaPipe face-mesh landmarks for dataset images, cached on disk.
+
+Landmarks are stored *crop-normalised*: x / width, y / height and z / width
+of the source image (z in MediaPipe's convention: depth in the scale of x).
+
+Small crops (FER-2013 is 48x48) are upscaled so the shorter side is 192 px and
+padded with a black border, which the face detector needs to find a face that
+fills the whole image (92 % of FER-2013 crops instead of 84 % unpadded).
+
+Images where no face is found get the fallback :data:`MEAN_TEMPLATE`: the
+mean landmarks of FER-2013 crops, i.e. the template fitted to a FER-style crop
+that contains the face; ``found`` is False for them so losses can mask them.
+"""
+import hashlib
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer_ros.model.facemesh_constants import MEAN_TEMPLATE, NUM_LANDMARKS
+
+DETECTION_SIZE = 192
+DETECTION_PADDING = 64
+
+
+def read_gray(path):
+    """Read an image file as a uint8 grayscale array."""
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise OSError(f'cannot read image {path}')
+    return image
+
+
+def mean_template():
+    """The fallback landmarks, crop-normalised, float32 [468, 3]."""
+    return np.asarray(MEAN_TEMPLATE, dtype=np.float32)
+
+
+class FaceMeshDetector:
+    """MediaPipe FaceMesh in static-image mode, 468 landmarks, no iris refinement."""
+
+    def __init__(self, min_detection_confidence=0.5):
+        from mediapipe.python.solutions.face_mesh import FaceMesh
+        self._face_mesh = FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
+                                   min_detection_confidence=min_detection_confidence)
+
+    def detect(self, gray):
+        """Crop-normalised landmarks [468, 3] float32 of the largest face, or None."""
+        height, width = gray.shape[:2]
+        scale = max(1.0, DETECTION_SIZE / min(height, width))
+        resized = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_CUBIC)
+        padded = cv2.copyMakeBorder(resized, *(DETECTION_PADDING,) * 4, cv2.BORDER_CONSTANT, value=0)
+        channels = padded if padded.ndim == 3 else cv2.cvtColor(padded, cv2.COLOR_GRAY2RGB)
+        result = self._face_mesh.process(channels)
+        if not result.multi_face_landmarks:
+            return None
+        points = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], np.float32)
+        padded_height, padded_width = padded.shape[:2]
+        points *= np.array([padded_width, padded_height, padded_width], np.float32)
+        points[:, :2] -= DETECTION_PADDING
+        points /= scale
+        return points / np.array([width, height, width], np.float32)
+
+    def close(self):
+        self._face_mesh.close()
+
+
+def file_sha1(path):
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+class LandmarkCache:
+    """Landmarks keyed by the sha1 of each image file, stored as .npz chunks.
+
+    Every ``extract`` call appends new chunk files (written atomically), so an
+    interrupted extraction resumes where it stopped.
+    """
+
+    def __init__(self, cache_dir):
+        self.cache_dir = Path(cache_dir)
+        self._landmarks = {}
+        self._found = {}
+        for chunk in sorted(self.cache_dir.glob('chunk_*.npz')):
+            with np.load(chunk) as data:
+                for key, landmarks, found in zip(data['keys'], data['landmarks'], data['found']):
+                    self._landmarks[str(key)] = landmarks
+                    self._found[str(key)] = bool(found)
+
+    def __len__(self):
+        return len(self._landmarks)
+
+    @property
+    def num_without_face(self):
+        return sum(not found for found in self._found.values())
+
+    def lookup(self, path):
+        """(crop-normalised landmarks float32 [468, 3], found) of a cached image."""
+        key = file_sha1(path)
+        if key not in self._landmarks:
+            raise KeyError(f'no cached landmarks for {path}; run extract() first')
+        return self._landmarks[key].astype(np.float32), self._found[key]
+
+    def extract(self, paths, chunk_size=2000, log=print):
+        """Detect and cache the landmarks of all uncached images; returns counts."""
+        keys = {}
+        for path in paths:
+            key = file_sha1(path)
+            if key not in self._landmarks:
+                keys.setdefault(key, path)
+        todo = list(keys.items())
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        detector = FaceMeshDetector()
+        start = time.monotonic()
+        new_without_face = 0
+        try:
+            for begin in range(0, len(todo), chunk_size):
+                batch = todo[begin:begin + chunk_size]
+                landmarks, found = [], []
+                for key, path in batch:
+                    points = detector.detect(read_gray(path))
+                    found.append(points is not None)
+                    landmarks.append(mean_template() if points is None else points)
+                new_without_face += found.count(False)
+                self._write_chunk([key for key, _ in batch], np.stack(landmarks), np.array(found))
+                done = begin + len(batch)
+                log(f'{done}/{len(todo)} images, {new_without_face} without a face, '
+                    f'{time.monotonic() - start:.0f} s')
+        finally:
+            detector.close()
+        return {'cached': len(self), 'extracted': len(todo), 'without_face': self.num_without_face}
+
+    def _write_chunk(self, keys, landmarks, found):
+        index = len(list(self.cache_dir.glob('chunk_*.npz')))
+        path = self.cache_dir / f'chunk_{index:05d}.npz'
+        partial = path.with_suffix('.partial.npz')
+        np.savez(partial, keys=np.array(keys), landmarks=landmarks.astype(np.float16), found=found)
+        partial.rename(path)
+        for key, points, has_face in zip(keys, landmarks, found):
+            self._landmarks[key] = points.astype(np.float16)
+            self._found[key] = bool(has_face)
+
+
+def main(argv=None):
+    """``python -m fer_ros.data.landmarks CACHE_DIR IMAGE_DIR...``: fill the cache."""
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2:
+        raise SystemExit('usage: python -m fer_ros.data.landmarks CACHE_DIR IMAGE_DIR...')
+    suffixes = {'.jpg', '.jpeg', '.png', '.bmp'}
+    paths = sorted(p for folder in argv[1:] for p in Path(folder).rglob('*') if p.suffix.lower() in suffixes)
+    cache = LandmarkCache(argv[0])
+    print(f'{len(paths)} images, {len(cache)} already cached', flush=True)
+    stats = cache.extract(paths, log=lambda line: print(line, flush=True))
+    print(f'done: {stats}', flush=True)
+
+
+if __name__ == '__main__':
+    main()
