@@ -8,7 +8,9 @@ installed mediapipe version, so the face-mesh topology is frozen here once:
 * ``MEAN_TEMPLATE``: mean crop-normalised landmarks of FER-2013 crops with a
   detected face, made left/right symmetric (the no-face fallback).
 * ``MIRROR_PERMUTATION``: index of each landmark's mirror image, found by
-  optimal assignment of the template onto its horizontal reflection.
+  optimal assignment of the template onto its horizontal reflection (checked:
+  an involution, 33<->263 eye corners, 61<->291 mouth corners, 1 nose tip and
+  152 chin fixed, all but 6 of the 1322 mesh edges map onto mesh edges).
 
 Usage: ``python -m fer_ros.data.make_facemesh_constants [FER_TRAIN_DIR]``.
 """
@@ -51,11 +53,15 @@ def mirror_permutation(template):
 
 
 def check(edges, permutation):
-    """The permutation must be an involution that maps the graph onto itself."""
+    """The permutation must be an involution that maps the mesh onto itself.
+
+    The tessellation is not exactly symmetric (a few quads are split along the
+    other diagonal), so up to 1 % of mirrored edges may be missing.
+    """
     assert np.array_equal(permutation[permutation], np.arange(len(permutation)))
     edge_set = set(edges)
     mapped = {(min(permutation[a], permutation[b]), max(permutation[a], permutation[b])) for a, b in edges}
-    assert mapped == edge_set, f'{len(mapped - edge_set)} mirrored edges not in the mesh'
+    assert len(mapped - edge_set) <= len(edges) // 100, f'{len(mapped - edge_set)} mirrored edges not in the mesh'
     for left, right in ((33, 263), (61, 291), (1, 1), (152, 152)):
         assert permutation[left] == right, (left, permutation[left], right)
 

@@ -1,0 +1,136 @@
+"""Model checkpoints: ``<name>.safetensors`` (weights) + ``<name>.json`` (metadata).
+
+The JSON holds everything needed to rebuild and use the model: format
+version, architecture name and config, labels, input size, number of
+landmarks, plus free-form training data and metrics. Training state for an
+exact resume (optimizer, scheduler, RNG, epoch) is a separate ``.pt`` file
+read with ``torch.load(weights_only=True)``.
+"""
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from fer_ros.model.cnn_se_gcn import ARCHITECTURE, CNNSEGCN, CNNSEGCNConfig
+
+FORMAT_VERSION = 1
+DEFAULT_NAME = 'model'
+
+
+class ModelLoadError(ValueError):
+    """A checkpoint is missing, unreadable or does not match its architecture."""
+
+
+def checkpoint_paths(path):
+    """(weights, metadata) paths of a checkpoint given as a dir, a stem, or either file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / DEFAULT_NAME
+    elif path.suffix in ('.safetensors', '.json'):
+        path = path.with_suffix('')
+    return path.with_name(path.name + '.safetensors'), path.with_name(path.name + '.json')
+
+
+def save_checkpoint(path, model, metadata, half=False):
+    """Write weights and metadata; ``metadata`` must contain ``labels``. Returns both paths.
+
+    ``half`` stores floating-point weights as float16 (loaded back as float32).
+    """
+    labels = list(metadata.get('labels', ()))
+    if len(labels) != model.config.num_classes:
+        raise ValueError(f'metadata labels {labels} do not match num_classes={model.config.num_classes}')
+    weights_path, metadata_path = checkpoint_paths(path)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu()
+        state[key] = (tensor.half() if half and tensor.is_floating_point() else tensor).contiguous()
+    save_file(state, str(weights_path))
+    document = dict(metadata)
+    document.update({
+        'format_version': FORMAT_VERSION,
+        'architecture': ARCHITECTURE,
+        'config': model.config.to_dict(),
+        'labels': labels,
+        'input_size': model.config.input_size,
+        'num_landmarks': model.config.num_landmarks,
+        'uses_landmarks': model.uses_landmarks,
+        'dtype': 'float16' if half else 'float32',
+    })
+    metadata_path.write_text(json.dumps(document, indent=2, default=str))
+    return weights_path, metadata_path
+
+
+def read_metadata(path):
+    """The validated JSON metadata of a checkpoint."""
+    _, metadata_path = checkpoint_paths(path)
+    if not metadata_path.is_file():
+        raise ModelLoadError(f'model metadata file {metadata_path} not found')
+    try:
+        metadata = json.loads(metadata_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f'model metadata {metadata_path} is not valid JSON: {error}') from error
+    if not isinstance(metadata, dict):
+        raise ModelLoadError(f'model metadata {metadata_path} must be a JSON object')
+    missing = [key for key in ('architecture', 'config', 'labels') if key not in metadata]
+    if missing:
+        raise ModelLoadError(f'model metadata {metadata_path} lacks {missing}')
+    if metadata['architecture'] != ARCHITECTURE:
+        raise ModelLoadError(f'unknown architecture {metadata["architecture"]!r} in {metadata_path}; '
+                             f'expected {ARCHITECTURE!r}')
+    return metadata
+
+
+def build_model(metadata):
+    """An untrained model of the architecture described by the metadata."""
+    try:
+        config = CNNSEGCNConfig.from_dict(metadata['config'])
+        model = CNNSEGCN(config)
+    except (TypeError, ValueError) as error:
+        raise ModelLoadError(f'invalid architecture config: {error}') from error
+    if len(metadata['labels']) != config.num_classes:
+        raise ModelLoadError(f'{len(metadata["labels"])} labels for {config.num_classes} classes')
+    return model
+
+
+def load_model(path, device='cpu'):
+    """(model in eval mode on ``device``, metadata dict) of a checkpoint.
+
+    Raises :class:`ModelLoadError` for a missing weights or JSON file, a corrupt
+    safetensors file, invalid JSON or weights that do not fit the architecture.
+    """
+    weights_path, _ = checkpoint_paths(path)
+    if not weights_path.is_file():
+        raise ModelLoadError(f'model weights file {weights_path} not found')
+    metadata = read_metadata(path)
+    model = build_model(metadata)
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelLoadError(f'corrupt safetensors file {weights_path}: {error}') from error
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [key for key in set(expected) & set(state) if expected[key].shape != state[key].shape]
+    if missing or unexpected or mismatched:
+        raise ModelLoadError(
+            f'weights in {weights_path} do not match the architecture in its JSON: '
+            f'missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {sorted(mismatched)[:5]}')
+    model.load_state_dict({key: tensor.to(expected[key].dtype) for key, tensor in state.items()})
+    return model.to(device).eval(), metadata
+
+
+def save_training_state(path, state):
+    """Save a dict of tensors/containers (model, optimizer, scheduler, RNG, epoch) for resume."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + '.partial')
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def load_training_state(path, map_location='cpu'):
+    """Load a training state saved by :func:`save_training_state` (weights_only)."""
+    return torch.load(path, map_location=map_location, weights_only=True)

@@ -1,0 +1,139 @@
+"""Face alignment and batched expression classification (no ROS imports).
+
+:func:`align_face` is used identically when preparing training data and at
+inference, so the model always sees the same framing.
+"""
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from fer_ros.model.checkpoint import load_model
+
+# Eye corners of the MediaPipe face mesh, image-left eye then image-right eye.
+LEFT_EYE_CORNERS = (33, 133)
+RIGHT_EYE_CORNERS = (263, 362)
+# Crop side / landmark bounding-box side, and the crop centre's upward shift
+# from the box centre (fraction of the side): both measured on FER-2013 crops
+# (mesh box 39 x 43 px in a 48 px crop, box centre 4.7 % below crop centre).
+FACE_SCALE = 1.12
+VERTICAL_OFFSET = 0.047
+WARP_OVERSAMPLING = 4
+
+
+def align_face(image, landmarks_px, output_size=48):
+    """Similarity-align a face into a square crop like FER-2013's framing.
+
+    ``image``: uint8 gray [H, W] or BGR [H, W, 3]. ``landmarks_px``: [468, 3]
+    MediaPipe landmarks in image pixels (x, y; z in the same pixel scale,
+    i.e. MediaPipe's normalised z times the image width).
+
+    The face is rotated about the eye midpoint so the eye-corner centres
+    (landmarks 33/133 and 263/362) are level; the crop is the square of side
+    ``FACE_SCALE`` x the larger side of the rotated landmarks' bounding box,
+    centred on that box shifted up by ``VERTICAL_OFFSET`` x side. Pixels outside
+    the image replicate the border. Returns (crop uint8 [S, S] gray,
+    landmarks float32 [468, 3] crop-normalised: x, y in [0, 1] of the crop,
+    z divided by the crop side).
+    """
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    points = np.asarray(landmarks_px, dtype=np.float64)
+    left_eye = points[list(LEFT_EYE_CORNERS), :2].mean(axis=0)
+    right_eye = points[list(RIGHT_EYE_CORNERS), :2].mean(axis=0)
+    eye_centre = (left_eye + right_eye) / 2
+    dx, dy = right_eye - left_eye
+    angle = math.atan2(dy, dx)
+    rotation = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
+    rotated = (points[:, :2] - eye_centre) @ rotation.T
+    low, high = rotated.min(axis=0), rotated.max(axis=0)
+    side = max(FACE_SCALE * float((high - low).max()), 1.0)
+    crop_centre = (low + high) / 2 - np.array([0.0, VERTICAL_OFFSET * side])
+    work_size = output_size * WARP_OVERSAMPLING
+    scale = work_size / side
+    matrix = np.zeros((2, 3))
+    matrix[:, :2] = scale * rotation
+    matrix[:, 2] = -scale * (rotation @ eye_centre + crop_centre) + work_size / 2
+    warped = cv2.warpAffine(gray, matrix, (work_size, work_size), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REPLICATE)
+    crop = cv2.resize(warped, (output_size, output_size), interpolation=cv2.INTER_AREA)
+    aligned = np.empty_like(points)
+    aligned[:, :2] = points[:, :2] @ matrix[:, :2].T + matrix[:, 2]
+    aligned[:, 2] = points[:, 2] * scale
+    return crop, (aligned / work_size).astype(np.float32)
+
+
+def resolve_device(device='auto'):
+    """'auto' -> cuda when available else cpu; 'cpu', 'cuda' and 'cuda:N' pass through."""
+    if device == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError('device cuda requested but CUDA is not available')
+    return device
+
+
+class ExpressionClassifier:
+    """A loaded CNN-SE-GCN checkpoint that classifies batches of aligned crops."""
+
+    def __init__(self, model_path, device='auto'):
+        self._device = resolve_device(device)
+        self._model, self._metadata = load_model(model_path, self._device)
+        self._name = self._metadata.get('name') or Path(model_path).with_suffix('').name
+
+    @property
+    def labels(self):
+        """Class names, in logit order."""
+        return tuple(self._metadata['labels'])
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def metadata(self):
+        return dict(self._metadata)
+
+    @property
+    def input_size(self):
+        return self._model.config.input_size
+
+    @property
+    def uses_landmarks(self):
+        """True when predict() needs landmarks (the model has a GCN branch)."""
+        return self._model.uses_landmarks
+
+    @property
+    def model(self):
+        return self._model
+
+    @torch.no_grad()
+    def predict(self, crops, landmarks=None):
+        """Class probabilities float32 [N, C] in one batched forward pass.
+
+        ``crops``: uint8 [N, S, S] gray crops from :func:`align_face`.
+        ``landmarks``: float [N, 468, 3] *crop-normalised* (as align_face
+        returns); required when :attr:`uses_landmarks`, ignored otherwise.
+        """
+        crops = np.asarray(crops)
+        size = self.input_size
+        if crops.ndim != 3 or crops.shape[1:] != (size, size):
+            raise ValueError(f'crops must be [N, {size}, {size}], got {crops.shape}')
+        if len(crops) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        images = torch.from_numpy(crops.astype(np.float32) / 255.0)[:, None].to(self._device)
+        points = None
+        if self.uses_landmarks:
+            if landmarks is None:
+                raise ValueError(f'model {self.name} needs landmarks')
+            points = torch.as_tensor(np.asarray(landmarks, np.float32), device=self._device)
+            if points.shape != (len(crops), self._model.config.num_landmarks, 3):
+                raise ValueError(f'landmarks must be [{len(crops)}, {self._model.config.num_landmarks}, 3], '
+                                 f'got {tuple(points.shape)}')
+        logits = self._model(images, points).logits
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()

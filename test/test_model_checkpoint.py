@@ -1,0 +1,136 @@
+"""Checkpoint round trip, each ModelLoadError case, ExpressionClassifier and align_face."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from fer_ros.data.landmarks import mean_template
+from fer_ros.labels import FER2013_LABELS
+from fer_ros.model import CNNSEGCN, CNNSEGCNConfig
+from fer_ros.model.checkpoint import (ModelLoadError, load_model, load_training_state, save_checkpoint,
+                                      save_training_state)
+from fer_ros.model.inference import ExpressionClassifier, align_face
+
+torch.set_num_threads(1)
+TINY = dict(cnn_widths=(8, 8, 16, 16), gcn_widths=(8, 8), geometry_dim=8, fusion_dim=16)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = CNNSEGCN(CNNSEGCNConfig(**TINY)).eval()
+    save_checkpoint(tmp_path / 'fer', model, {'labels': list(FER2013_LABELS), 'metrics': {'val_accuracy': 0.5}})
+    return model, tmp_path / 'fer'
+
+
+def inputs(size=3):
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(size, 1, 48, 48, generator=generator)
+    return images, torch.from_numpy(mean_template())[None].repeat(size, 1, 1)
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    model, path = saved
+    loaded, metadata = load_model(path)
+    assert not loaded.training
+    assert metadata['labels'] == list(FER2013_LABELS) and metadata['metrics'] == {'val_accuracy': 0.5}
+    assert metadata['input_size'] == 48 and metadata['num_landmarks'] == 468
+    images, landmarks = inputs()
+    with torch.no_grad():
+        assert torch.equal(model(images, landmarks).logits, loaded(images, landmarks).logits)
+
+
+def test_half_precision_round_trip(tmp_path, saved):
+    model, _ = saved
+    save_checkpoint(tmp_path / 'half', model, {'labels': list(FER2013_LABELS)}, half=True)
+    loaded, metadata = load_model(tmp_path / 'half.json')
+    assert metadata['dtype'] == 'float16'
+    images, landmarks = inputs()
+    with torch.no_grad():
+        assert torch.allclose(model(images, landmarks).logits, loaded(images, landmarks).logits, atol=1e-2)
+
+
+def test_missing_weights(tmp_path):
+    with pytest.raises(ModelLoadError, match='not found'):
+        load_model(tmp_path / 'nothing')
+
+
+def test_missing_json(saved):
+    _, path = saved
+    path.with_suffix('.json').unlink()
+    with pytest.raises(ModelLoadError, match='metadata .* not found'):
+        load_model(path)
+
+
+def test_invalid_json(saved):
+    _, path = saved
+    path.with_suffix('.json').write_text('{"labels": [')
+    with pytest.raises(ModelLoadError, match='not valid JSON'):
+        load_model(path)
+
+
+def test_corrupt_safetensors(saved):
+    _, path = saved
+    weights = path.with_suffix('.safetensors')
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(ModelLoadError, match='corrupt'):
+        load_model(path)
+
+
+def test_architecture_mismatch(saved):
+    _, path = saved
+    metadata_path = path.with_suffix('.json')
+    metadata = json.loads(metadata_path.read_text())
+    metadata['config']['fusion_dim'] = 32
+    metadata_path.write_text(json.dumps(metadata))
+    with pytest.raises(ModelLoadError, match='do not match the architecture'):
+        load_model(path)
+
+
+def test_training_state_round_trip(tmp_path, saved):
+    model, _ = saved
+    optimizer = torch.optim.AdamW(model.parameters())
+    state = {'model': model.state_dict(), 'optimizer': optimizer.state_dict(), 'epoch': 3,
+             'torch_rng': torch.get_rng_state()}
+    save_training_state(tmp_path / 'state.pt', state)
+    restored = load_training_state(tmp_path / 'state.pt')
+    assert restored['epoch'] == 3 and torch.equal(restored['torch_rng'], state['torch_rng'])
+
+
+def test_classifier_predicts_probabilities(saved):
+    _, path = saved
+    classifier = ExpressionClassifier(path, device='cpu')
+    assert classifier.labels == FER2013_LABELS and classifier.name == 'fer'
+    crops = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    probabilities = classifier.predict(crops, np.repeat(mean_template()[None], 5, axis=0))
+    assert probabilities.shape == (5, 7) and probabilities.dtype == np.float32
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert classifier.predict(np.zeros((0, 48, 48), np.uint8)).shape == (0, 7)
+    with pytest.raises(ValueError, match='needs landmarks'):
+        classifier.predict(crops)
+
+
+def test_align_face_maps_landmarks_with_the_image():
+    image = np.zeros((200, 240), np.uint8)
+    landmarks_px = mean_template() * 120 + np.array([60.0, 40.0, 0.0], np.float32)
+    x, y = landmarks_px[1, :2].round().astype(int)  # mark the nose tip
+    image[y - 2:y + 3, x - 2:x + 3] = 255
+    crop, aligned = align_face(image, landmarks_px)
+    assert crop.shape == (48, 48) and crop.dtype == np.uint8
+    assert aligned.shape == (468, 3) and aligned[:, :2].min() > 0 and aligned[:, :2].max() < 1
+    brightest = np.unravel_index(crop.argmax(), crop.shape)
+    assert np.allclose(np.array(brightest[::-1]) + 0.5, aligned[1, :2] * 48, atol=1.5)
+    left_eye, right_eye = aligned[[33, 133]].mean(0), aligned[[263, 362]].mean(0)
+    assert abs(left_eye[1] - right_eye[1]) < 1e-4
+
+
+def test_align_face_levels_a_rotated_face():
+    template = mean_template() * 100
+    angle = np.deg2rad(20)
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    rotated = template.copy()
+    rotated[:, :2] = (template[:, :2] - 50) @ rotation.T + 100
+    _, aligned_rotated = align_face(np.zeros((200, 200, 3), np.uint8), rotated)
+    _, aligned = align_face(np.zeros((200, 200), np.uint8), template)
+    assert np.allclose(aligned_rotated, aligned, atol=1e-3)
