@@ -66,12 +66,22 @@ class FaceMeshDetector:
         self._face_mesh.close()
 
 
-def file_sha1(path):
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+def content_key(item):
+    """sha1 of an image file's bytes, or of an in-memory uint8 image (shape and pixels)."""
+    if isinstance(item, np.ndarray):
+        return hashlib.sha1(f'{item.shape}'.encode() + np.ascontiguousarray(item).tobytes()).hexdigest()
+    return hashlib.sha1(Path(item).read_bytes()).hexdigest()
+
+
+def load_image(item):
+    """A uint8 gray image from a path or an in-memory array."""
+    return item if isinstance(item, np.ndarray) else read_gray(item)
 
 
 class LandmarkCache:
-    """Landmarks keyed by the sha1 of each image file, stored as .npz chunks.
+    """Landmarks keyed by image content (:func:`content_key`), stored as .npz chunks.
+
+    Images are file paths or in-memory uint8 arrays (e.g. rows of fer2013.csv).
 
     Every ``extract`` call appends new chunk files (written atomically), so an
     interrupted extraction resumes where it stopped.
@@ -94,20 +104,21 @@ class LandmarkCache:
     def num_without_face(self):
         return sum(not found for found in self._found.values())
 
-    def lookup(self, path):
-        """(crop-normalised landmarks float32 [468, 3], found) of a cached image."""
-        key = file_sha1(path)
+    def lookup(self, image):
+        """(crop-normalised landmarks float32 [468, 3], found) of a cached image path or array."""
+        key = content_key(image)
         if key not in self._landmarks:
-            raise KeyError(f'no cached landmarks for {path}; run extract() first')
+            raise KeyError(f'no cached landmarks for {image if not isinstance(image, np.ndarray) else "an array"}; '
+                           'run extract() first')
         return self._landmarks[key].astype(np.float32), self._found[key]
 
-    def extract(self, paths, chunk_size=2000, log=print):
-        """Detect and cache the landmarks of all uncached images; returns counts."""
+    def extract(self, images, chunk_size=2000, log=print):
+        """Detect and cache the landmarks of all uncached images (paths or arrays); returns counts."""
         keys = {}
-        for path in paths:
-            key = file_sha1(path)
+        for image in images:
+            key = content_key(image)
             if key not in self._landmarks:
-                keys.setdefault(key, path)
+                keys.setdefault(key, image)
         todo = list(keys.items())
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         detector = FaceMeshDetector()
@@ -117,8 +128,8 @@ class LandmarkCache:
             for begin in range(0, len(todo), chunk_size):
                 batch = todo[begin:begin + chunk_size]
                 landmarks, found = [], []
-                for key, path in batch:
-                    points = detector.detect(read_gray(path))
+                for key, image in batch:
+                    points = detector.detect(load_image(image))
                     found.append(points is not None)
                     landmarks.append(mean_template() if points is None else points)
                 new_without_face += found.count(False)

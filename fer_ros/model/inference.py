@@ -59,9 +59,11 @@ def align_face(image, landmarks_px, output_size=48):
                             borderMode=cv2.BORDER_REPLICATE)
     crop = cv2.resize(warped, (output_size, output_size), interpolation=cv2.INTER_AREA)
     aligned = np.empty_like(points)
-    aligned[:, :2] = points[:, :2] @ matrix[:, :2].T + matrix[:, 2]
-    aligned[:, 2] = points[:, 2] * scale
-    return crop, (aligned / work_size).astype(np.float32)
+    work_xy = points[:, :2] @ matrix[:, :2].T + matrix[:, 2]
+    # INTER_AREA: output pixel j averages work pixels F*j .. F*j + F - 1.
+    aligned[:, :2] = (work_xy - (WARP_OVERSAMPLING - 1) / 2) / WARP_OVERSAMPLING / output_size
+    aligned[:, 2] = points[:, 2] * scale / work_size
+    return crop, aligned.astype(np.float32)
 
 
 def resolve_device(device='auto'):
