@@ -113,8 +113,12 @@ class TrainingObjective(nn.Module):
         alpha = None if class_counts is None else alpha_from_class_counts(class_counts, config.alpha_power)
         self.focal = FocalLoss(alpha, config.focal_gamma)
 
-    def forward(self, model, images, landmarks, targets, landmark_mask=None, discriminator=None):
-        """Returns (total loss, {term: detached value}, model output on the clean batch)."""
+    def forward(self, model, images, landmarks, targets, landmark_mask=None, discriminator=None, attack_model=None):
+        """Returns (total loss, {term: detached value}, model output on the clean batch).
+
+        attack_model (default model) crafts the FGSM images; under DDP pass
+        the unwrapped module so the attack's input-only gradient skips DDP's reducer.
+        """
         cfg = self.config
         output = model(images, landmarks)
         terms = {}
@@ -127,9 +131,8 @@ class TrainingObjective(nn.Module):
         if cfg.weight('adversarial') and discriminator is not None and output.landmarks is not None:
             terms['adversarial'] = generator_adversarial_loss(discriminator, output.landmarks)
         if cfg.weight('fgsm'):
-            def model_fn(x):
-                return model(x, landmarks).logits
-            adversarial_images = fgsm(model_fn, images, targets, cfg.fgsm_eps)
-            terms['fgsm'] = self.focal(model_fn(adversarial_images), targets)
+            attacked = model if attack_model is None else attack_model
+            adversarial_images = fgsm(lambda x: attacked(x, landmarks).logits, images, targets, cfg.fgsm_eps)
+            terms['fgsm'] = self.focal(model(adversarial_images, landmarks).logits, targets)
         total = sum(cfg.weight(name) * value for name, value in terms.items())
         return total, {name: value.detach() for name, value in terms.items()}, output

@@ -1,0 +1,304 @@
+"""``fer-train``: train CNN-SE-GCN from a YAML config, with exact resume and DDP.
+
+``fer-train --config config/train_fer2013.yaml [--resume] [--set train.epochs=5 ...]``.
+Each epoch writes ``<output_dir>/last.pt`` (model, discriminator, optimizers,
+scheduler, AMP scaler, RNG states, epoch; read with weights_only) and logs to
+``metrics.csv`` and TensorBoard; the best epoch by the validation split's
+``train.select_metric`` is saved as ``best.safetensors`` + ``best.json``.
+Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel.
+"""
+import argparse
+import csv
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from fer_ros.data.augment import FaceAugment
+from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
+from fer_ros.data.landmarks import LandmarkCache
+from fer_ros.model.checkpoint import load_training_state, save_checkpoint, save_training_state
+from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig, GeometryDiscriminator
+from fer_ros.model.inference import resolve_device
+from fer_ros.model.losses import LossConfig, TrainingObjective, discriminator_loss
+from fer_ros.training.evaluate import classification_report, predict_loader
+
+TRAIN_DEFAULTS = {'epochs': 30, 'batch_size': 64, 'lr': 1e-3, 'weight_decay': 5e-4, 'discriminator_lr': 2e-4,
+                  'num_workers': 2, 'device': 'auto', 'amp': True, 'select_metric': 'accuracy',
+                  'half_checkpoint': False}
+
+
+def load_config(path, overrides=()):
+    """YAML config with ``section.key=value`` overrides (values parsed as YAML)."""
+    config = yaml.safe_load(Path(path).read_text())
+    for override in overrides:
+        key, _, value = override.partition('=')
+        section = config
+        *parents, leaf = key.split('.')
+        for parent in parents:
+            section = section.setdefault(parent, {})
+        section[leaf] = yaml.safe_load(value)
+    config['train'] = {**TRAIN_DEFAULTS, **config.get('train', {})}
+    return config
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def rng_state():
+    """All RNG states as weights_only-loadable objects."""
+    numpy_state = np.random.get_state()
+    return {'python': random.getstate(), 'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            'numpy': (numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:])}
+
+
+def set_rng_state(state):
+    python_state = state['python']
+    random.setstate((python_state[0], tuple(python_state[1]), python_state[2]))
+    torch.set_rng_state(state['torch'])
+    if state['cuda'] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+    name, keys, *rest = state['numpy']
+    np.random.set_state((name, keys.numpy(), *rest))
+
+
+def limit_per_class(samples, limit, seed):
+    """At most ``limit`` samples of each class (a fixed random choice), for quick runs."""
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(samples.labels == c))[:limit] for c in range(len(samples.class_names))]
+    return samples.subset(np.sort(np.concatenate(keep)))
+
+
+def load_data(data_config, model_config, seed):
+    """(train PreparedFaces, val PreparedFaces) as the config describes; fills the landmark cache."""
+    kind, path = data_config['kind'], data_config['path']
+    train = data_config.get('train_samples') or load_samples(kind, path, data_config.get('train_split', 'train'))
+    val = data_config.get('val_samples') or load_samples(kind, path, data_config.get('val_split', 'val'))
+    if data_config.get('max_per_class'):
+        train = limit_per_class(train, data_config['max_per_class'], seed)
+        val = limit_per_class(val, data_config['max_per_class'], seed)
+    cache = None
+    if data_config.get('landmark_cache'):
+        cache = LandmarkCache(data_config['landmark_cache'])
+        cache.extract(list(train.images) + list(val.images), log=lambda line: print(line, flush=True))
+    elif model_config.use_gcn or model_config.landmark_head:
+        raise ValueError('use_gcn or landmark_head needs data.landmark_cache')
+    size = model_config.input_size
+    return prepare_faces(train, cache, size), prepare_faces(val, cache, size)
+
+
+class Trainer:
+    """One training run: model, discriminator, optimizers, loaders, logs and checkpoints."""
+
+    def __init__(self, config, train_faces, val_faces):
+        self.config = config
+        self.train_config = config['train']
+        self.distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.device = resolve_device(self.train_config['device'])
+        if self.distributed and self.device.type == 'cuda':
+            self.device = torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
+            torch.cuda.set_device(self.device)
+        self.output_dir = Path(config['output_dir'])
+        self.class_names = train_faces.class_names
+        self.model_config = CNNSEGCNConfig.from_dict({**config.get('model', {}),
+                                                      'num_classes': len(self.class_names)})
+        self.loss_config = LossConfig.from_dict(config.get('loss', {}))
+        self.model = CNNSEGCN(self.model_config).to(self.device)
+        self.discriminator = None
+        if self.loss_config.weight('adversarial') and self.model_config.landmark_head:
+            self.discriminator = GeometryDiscriminator(self.model_config.num_landmarks).to(self.device)
+            self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(),
+                                                            lr=self.train_config['discriminator_lr'],
+                                                            betas=(0.5, 0.999))
+        self.objective = TrainingObjective(self.loss_config, train_faces_class_counts(train_faces)).to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.train_config['lr'],
+                                           weight_decay=self.train_config['weight_decay'])
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, self.train_config['epochs'])
+        self.amp = bool(self.train_config['amp']) and self.device.type == 'cuda'
+        self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
+        self.train_model = self.model
+        if self.distributed:
+            geometry_used = self.loss_config.weight('geometry') or self.discriminator is not None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
+                find_unused_parameters=bool(self.model_config.landmark_head and not geometry_used))
+        self.train_set = FaceDataset(train_faces, FaceAugment(**self.config.get('augment', {})))
+        self.val_loader = DataLoader(FaceDataset(val_faces), batch_size=self.train_config['batch_size'] * 2,
+                                     num_workers=self.train_config['num_workers'])
+        self.epoch = 0
+        self.best = {'epoch': None, self.train_config['select_metric']: -1.0}
+
+    def train_loader(self):
+        """Loader whose order depends only on (seed, epoch), so a resumed run repeats it."""
+        seed = self.config.get('seed', 0) + self.epoch
+        if self.distributed:
+            sampler = DistributedSampler(self.train_set, shuffle=True, seed=self.config.get('seed', 0))
+            sampler.set_epoch(self.epoch)
+            return DataLoader(self.train_set, batch_size=self.train_config['batch_size'], sampler=sampler,
+                              num_workers=self.train_config['num_workers'], drop_last=True)
+        return DataLoader(self.train_set, batch_size=self.train_config['batch_size'], shuffle=True, drop_last=True,
+                          num_workers=self.train_config['num_workers'],
+                          generator=torch.Generator().manual_seed(seed))
+
+    def discriminator_step(self, landmarks, mask, reconstructed):
+        real = landmarks[mask] if mask.any() else landmarks
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        loss = discriminator_loss(self.discriminator, real, reconstructed.float(), self.loss_config.r1_weight)
+        loss.backward()
+        if self.distributed:
+            for parameter in self.discriminator.parameters():
+                dist.all_reduce(parameter.grad)
+                parameter.grad /= dist.get_world_size()
+        self.discriminator_optimizer.step()
+        return loss.detach()
+
+    def train_epoch(self):
+        self.model.train()
+        totals, steps = {}, 0
+        loader = self.train_loader()
+        for batch in tqdm(loader, desc=f'epoch {self.epoch + 1}', disable=self.rank != 0, leave=False):
+            images = batch['image'].to(self.device, non_blocking=True)
+            landmarks = batch['landmarks'].to(self.device, non_blocking=True)
+            mask = batch['landmark_mask'].to(self.device)
+            labels = batch['label'].to(self.device)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                loss, terms, output = self.objective(self.train_model, images, landmarks, labels, mask,
+                                                     self.discriminator, attack_model=self.model)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.discriminator is not None:
+                terms['discriminator'] = self.discriminator_step(landmarks, mask, output.landmarks.detach())
+            terms['loss'] = loss.detach()
+            for name, value in terms.items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+            steps += 1
+        self.scheduler.step()
+        return {f'train_{name}': value / max(steps, 1) for name, value in totals.items()}
+
+    def validate(self):
+        probabilities, labels = predict_loader(self.model, self.val_loader, self.device)
+        report = classification_report(probabilities, labels, self.class_names)
+        return {'val_accuracy': report['accuracy'], 'val_macro_f1': report['macro_f1']}
+
+    def training_state(self):
+        state = {'model': self.model.state_dict(), 'optimizer': self.optimizer.state_dict(),
+                 'scheduler': self.scheduler.state_dict(), 'scaler': self.scaler.state_dict(),
+                 'epoch': self.epoch, 'best': self.best, 'rng': rng_state()}
+        if self.discriminator is not None:
+            state['discriminator'] = self.discriminator.state_dict()
+            state['discriminator_optimizer'] = self.discriminator_optimizer.state_dict()
+        return state
+
+    def resume(self, path):
+        state = load_training_state(path, map_location=self.device)
+        self.model.load_state_dict(state['model'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.scheduler.load_state_dict(state['scheduler'])
+        self.scaler.load_state_dict(state['scaler'])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict(state['discriminator'])
+            self.discriminator_optimizer.load_state_dict(state['discriminator_optimizer'])
+        self.epoch, self.best = state['epoch'], state['best']
+        set_rng_state(state['rng'])
+
+    def metadata(self, metrics):
+        data = {key: str(value) for key, value in self.config['data'].items() if not key.endswith('_samples')}
+        return {'name': self.config.get('name', self.output_dir.name), 'labels': list(self.class_names),
+                'training_data': data, 'metrics': metrics, 'loss': self.config.get('loss', {}),
+                'epoch': self.epoch, 'seed': self.config.get('seed', 0)}
+
+    def fit(self):
+        """Train up to ``train.epochs``; returns the best validation metrics."""
+        writer = None
+        metric = self.train_config['select_metric']
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            writer = SummaryWriter(self.output_dir / 'tensorboard', purge_step=self.epoch + 1)
+        while self.epoch < self.train_config['epochs']:
+            start = time.monotonic()
+            row = {'lr': self.optimizer.param_groups[0]['lr'], **self.train_epoch()}
+            self.epoch += 1
+            if self.rank == 0:
+                row.update(self.validate())
+                row = {'epoch': self.epoch, **row, 'seconds': round(time.monotonic() - start, 1)}
+                self.log(row, writer)
+                if row[f'val_{metric}'] > self.best[metric]:
+                    self.best = {'epoch': self.epoch, metric: row[f'val_{metric}'],
+                                 **{k: v for k, v in row.items() if k.startswith('val_')}}
+                    save_checkpoint(self.output_dir / 'best', self.model, self.metadata(self.best),
+                                    half=self.train_config['half_checkpoint'])
+                save_training_state(self.output_dir / 'last.pt', self.training_state())
+            if self.distributed:
+                dist.barrier()
+        if writer is not None:
+            writer.close()
+        return self.best
+
+    def log(self, row, writer):
+        path = self.output_dir / 'metrics.csv'
+        new = not path.exists()
+        with open(path, 'a', newline='') as handle:
+            csv_writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                csv_writer.writeheader()
+            csv_writer.writerow(row)
+        for name, value in row.items():
+            if name != 'epoch':
+                writer.add_scalar(name, value, self.epoch)
+        print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items()), flush=True)
+
+
+def train_faces_class_counts(faces):
+    return np.bincount(faces.labels, minlength=len(faces.class_names))
+
+
+def train(config, resume=False):
+    """Train as configured (dict from :func:`load_config`); returns the best validation metrics."""
+    distributed = int(os.environ.get('WORLD_SIZE', '1')) > 1
+    if distributed and not dist.is_initialized():
+        dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
+    seed_everything(config.get('seed', 0))
+    model_config = CNNSEGCNConfig.from_dict({**config.get('model', {}), 'num_classes': 1})
+    train_faces, val_faces = load_data(config['data'], model_config, config.get('seed', 0))
+    trainer = Trainer(config, train_faces, val_faces)
+    last = Path(config['output_dir']) / 'last.pt'
+    if resume and last.exists():
+        trainer.resume(last)
+    try:
+        return trainer.fit()
+    finally:
+        if distributed:
+            dist.destroy_process_group()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='fer-train', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--config', required=True, help='YAML config (see config/train_fer2013.yaml)')
+    parser.add_argument('--resume', action='store_true', help='continue from <output_dir>/last.pt')
+    parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE',
+                        help='override a config entry, e.g. train.epochs=5 (repeatable)')
+    args = parser.parse_args(argv)
+    best = train(load_config(args.config, args.overrides), resume=args.resume)
+    print(f'best: {best}')
+    return best
+
+
+if __name__ == '__main__':
+    main()
