@@ -105,5 +105,10 @@ setup(
     package_data={PACKAGE: ['weights/*.safetensors', 'weights/*.json']},
     distclass=BinaryDistribution,
     cmdclass={'build_py': BuildWithInterfaces},
-    entry_points={'console_scripts': []},
+    entry_points={'console_scripts': [
+        'fer-run = fer_ros.run:main',
+        'fer-emotion-node = fer_ros.nodes.emotion_node:main',
+        'fer-camera-source = fer_ros.nodes.camera_source:main',
+        'fer-emotion-echo = fer_ros.nodes.emotion_echo:main',
+    ]},
 )

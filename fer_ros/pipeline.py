@@ -1,0 +1,134 @@
+"""The per-frame emotion pipeline without ROS: detect, align, infer, track.
+
+The ROS node and the offline rosbag evaluation both run frames through
+EmotionPipeline, so they produce the same predictions for the same images.
+"""
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from fer_ros.affect import valence_arousal
+from fer_ros.model.inference import ExpressionClassifier, align_face
+from fer_ros.vision.face_mesh import FaceMeshDetector
+from fer_ros.vision.tracking import FaceTracker
+
+
+@dataclass(frozen=True)
+class FaceEmotion:
+    """The expression estimate for one face of one frame."""
+
+    face_id: str
+    box: tuple[int, int, int, int]
+    labels: tuple[str, ...]
+    probabilities: np.ndarray
+    valence: float
+    arousal: float
+    model: str
+
+    @property
+    def label(self) -> str:
+        return self.labels[int(np.argmax(self.probabilities))]
+
+    @property
+    def confidence(self) -> float:
+        return float(np.max(self.probabilities))
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    max_faces: int = 4
+    min_detection_confidence: float = 0.5
+    video_mode: bool = True
+    track_iou_threshold: float = 0.3
+    track_max_age_s: float = 1.0
+    smoothing: float = 1.0
+    seen_crops: int = 64
+
+    def validate(self) -> None:
+        if not 1 <= self.max_faces <= 32:
+            raise ValueError(f'max_faces must be in [1, 32], got {self.max_faces}')
+        if not 0.0 <= self.min_detection_confidence <= 1.0:
+            raise ValueError(f'min_detection_confidence must be in [0, 1], got {self.min_detection_confidence}')
+        if not 0.0 < self.track_iou_threshold <= 1.0:
+            raise ValueError(f'track_iou_threshold must be in (0, 1], got {self.track_iou_threshold}')
+        if self.track_max_age_s < 0.0:
+            raise ValueError(f'track_max_age_s must be >= 0, got {self.track_max_age_s}')
+        if not 0.0 < self.smoothing <= 1.0:
+            raise ValueError(f'smoothing must be in (0, 1], got {self.smoothing}')
+        if self.seen_crops < 0:
+            raise ValueError(f'seen_crops must be >= 0, got {self.seen_crops}')
+
+
+class EmotionPipeline:
+    """Frames in, FaceEmotion lists out; one detector and tracker per stream.
+
+    The classifier can be replaced at any time (swap_classifier): a frame
+    uses the classifier that was active when its inference started.
+    """
+
+    def __init__(self, classifier: ExpressionClassifier, settings: PipelineSettings = PipelineSettings()):
+        settings.validate()
+        self.settings = settings
+        self._classifier = classifier
+        self._streams: dict[str, tuple[FaceMeshDetector, FaceTracker]] = {}
+        self._seen = deque(maxlen=settings.seen_crops)
+        self._seen_lock = threading.Lock()
+
+    @property
+    def classifier(self) -> ExpressionClassifier:
+        return self._classifier
+
+    def swap_classifier(self, classifier: ExpressionClassifier) -> ExpressionClassifier:
+        """Make classifier the active one; returns the previous one."""
+        previous, self._classifier = self._classifier, classifier
+        return previous
+
+    def seen_faces(self) -> tuple[np.ndarray, np.ndarray]:
+        """The most recent aligned crops [N,48,48] and their landmarks [N,468,3]."""
+        with self._seen_lock:
+            items = list(self._seen)
+        if not items:
+            return np.zeros((0, 0, 0), np.uint8), np.zeros((0, 0, 3), np.float32)
+        crops, landmarks = zip(*items)
+        return np.stack(crops), np.stack(landmarks)
+
+    def _stream(self, name: str) -> tuple[FaceMeshDetector, FaceTracker]:
+        if name not in self._streams:
+            s = self.settings
+            self._streams[name] = (
+                FaceMeshDetector(s.max_faces, s.min_detection_confidence, video_mode=s.video_mode),
+                FaceTracker(s.track_iou_threshold, s.track_max_age_s, s.smoothing))
+        return self._streams[name]
+
+    def process(self, image_bgr: np.ndarray, stream: str = 'default', now: float | None = None) -> list[FaceEmotion]:
+        """All faces of one frame, inferred in one batch."""
+        detector, tracker = self._stream(stream)
+        faces = detector.detect(image_bgr)
+        if not faces:
+            tracker.update([], time.monotonic() if now is None else now)
+            return []
+        aligned = [align_face(image_bgr, face.landmarks) for face in faces]
+        crops = np.stack([crop for crop, _ in aligned])
+        landmarks = np.stack([points for _, points in aligned])
+        classifier = self._classifier
+        probabilities = classifier.predict(crops, landmarks)
+        with self._seen_lock:
+            self._seen.extend(zip(crops, landmarks))
+        ids = tracker.update([face.box for face in faces], time.monotonic() if now is None else now)
+        labels = tuple(classifier.labels)
+        results = []
+        for face, face_id, face_probabilities in zip(faces, ids, probabilities):
+            smoothed = tracker.smooth(face_id, face_probabilities)
+            valence, arousal = valence_arousal(smoothed, labels)
+            results.append(FaceEmotion(face_id, face.box, labels, smoothed.astype(np.float32),
+                                       valence, arousal, classifier.name))
+        return results
+
+    def close(self) -> None:
+        for detector, _ in self._streams.values():
+            detector.close()
+        self._streams.clear()

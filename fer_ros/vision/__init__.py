@@ -1,0 +1,1 @@
+"""Camera-image handling, face detection, alignment and tracking; no ROS here."""

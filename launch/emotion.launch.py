@@ -1,0 +1,53 @@
+"""Start the fer_ros emotion node, and optionally a camera_source for a video or folder.
+
+  ros2 launch fer_ros emotion.launch.py image_topic:=/camera/color/image_raw
+  ros2 launch fer_ros emotion.launch.py source:=/path/to/video.mp4 publish_annotated:=true
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+
+def generate_launch_description():
+    default_params = os.path.join(get_package_share_directory('fer_ros'), 'config', 'emotion.yaml')
+    arguments = [
+        DeclareLaunchArgument('params_file', default_value=default_params,
+                              description='ROS 2 parameters file for the nodes'),
+        DeclareLaunchArgument('image_topic', default_value='image_raw',
+                              description='camera topic (sensor_msgs/Image) the node reads'),
+        DeclareLaunchArgument('model', default_value='cnn_se_gcn_fer2013',
+                              description='model name in the model directories'),
+        DeclareLaunchArgument('device', default_value='auto', description='auto, cpu or cuda'),
+        DeclareLaunchArgument('publish_annotated', default_value='false',
+                              description='publish emotion/image_annotated'),
+        DeclareLaunchArgument('source', default_value='',
+                              description='video file, image folder or camera index for a camera_source node'),
+        DeclareLaunchArgument('namespace', default_value='', description='namespace of the nodes'),
+    ]
+    params_file = LaunchConfiguration('params_file')
+    image_topic = LaunchConfiguration('image_topic')
+    emotion_node = Node(
+        package='fer_ros', executable='emotion_node', name='emotion_node', output='screen',
+        namespace=LaunchConfiguration('namespace'),
+        parameters=[params_file, {
+            'model': LaunchConfiguration('model'),
+            'device': LaunchConfiguration('device'),
+            'publish_annotated': ParameterValue(LaunchConfiguration('publish_annotated'), value_type=bool),
+        }],
+        remappings=[('image_raw', image_topic)],
+    )
+    camera_source = Node(
+        package='fer_ros', executable='camera_source', name='camera_source', output='screen',
+        namespace=LaunchConfiguration('namespace'),
+        parameters=[params_file, {'source': LaunchConfiguration('source')}],
+        remappings=[('image_raw', image_topic)],
+        condition=IfCondition(PythonExpression(["'", LaunchConfiguration('source'), "' != ''"])),
+    )
+    return LaunchDescription(arguments + [emotion_node, camera_source])
