@@ -1,0 +1,41 @@
+"""Small real checkpoints for node and service tests (tiny widths, random weights)."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from fer_ros.labels import FER2013_LABELS
+from fer_ros.model.checkpoint import save_checkpoint
+from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig
+
+
+def tiny_config(**overrides) -> CNNSEGCNConfig:
+    values = dict(cnn_blocks=(1, 1, 1, 1), cnn_widths=(8, 8, 16, 16), gcn_widths=(8, 8), geometry_dim=8,
+                  fusion_dim=16, dropout=0.0)
+    values.update(overrides)
+    return CNNSEGCNConfig(**values)
+
+
+def write_tiny_model(directory: Path, name: str, seed: int = 0, **overrides) -> Path:
+    """A randomly initialised tiny CNN-SE-GCN saved as NAME.safetensors + NAME.json."""
+    torch.manual_seed(seed)
+    model = CNNSEGCN(tiny_config(**overrides))
+    weights, _ = save_checkpoint(directory / name, model, {'labels': list(FER2013_LABELS), 'name': name})
+    return weights
+
+
+def write_model_zoo(directory: Path) -> dict[str, str]:
+    """Two good models and one of each kind of bad file; returns name -> kind."""
+    directory.mkdir(parents=True, exist_ok=True)
+    write_tiny_model(directory, 'tiny_a', seed=1)
+    write_tiny_model(directory, 'tiny_b', seed=2)
+    # Corrupt weights beside valid metadata.
+    write_tiny_model(directory, 'corrupt', seed=3)
+    (directory / 'corrupt.safetensors').write_bytes(b'\x00garbage, not a safetensors file' * 10)
+    # Weights of one architecture under metadata of another.
+    write_tiny_model(directory, 'incompatible', seed=4)
+    metadata = json.loads((directory / 'incompatible.json').read_text())
+    metadata['config']['cnn_widths'] = [16, 16, 32, 32]
+    (directory / 'incompatible.json').write_text(json.dumps(metadata))
+    return {'tiny_a': 'ok', 'tiny_b': 'ok', 'corrupt': 'corrupt', 'incompatible': 'incompatible'}
