@@ -27,3 +27,25 @@ function(fer_ros_fix_wheel_include_dirs)
     set_target_properties(${_target} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_fixed_dirs}")
   endforeach()
 endfunction()
+
+# rosidl_generator_py adds the Python and NumPy headers to the PUBLIC include
+# directories of <package>__rosidl_generator_py. With the virtual environment
+# inside the source tree (setup.sh makes .venv there) CMake refuses to export
+# paths under the source directory, so keep them for the build only; packages
+# that use the exported target find their own Python headers.
+function(fer_ros_build_only_source_include_dirs target)
+  get_target_property(_dirs ${target} INTERFACE_INCLUDE_DIRECTORIES)
+  if(NOT _dirs)
+    return()
+  endif()
+  set(_fixed_dirs "")
+  foreach(_dir IN LISTS _dirs)
+    string(FIND "${_dir}" "${CMAKE_SOURCE_DIR}/" _position)
+    if(_position EQUAL 0)
+      list(APPEND _fixed_dirs "$<BUILD_INTERFACE:${_dir}>")
+    else()
+      list(APPEND _fixed_dirs "${_dir}")
+    endif()
+  endforeach()
+  set_target_properties(${target} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_fixed_dirs}")
+endfunction()
