@@ -26,9 +26,9 @@ def default_params_file() -> Path:
     """config/emotion.yaml of the installed package (ament index or pip prefix), else of the source tree."""
     candidates = [Path(sys.prefix) / 'share' / 'fer_ros', Path(__file__).resolve().parents[1]]
     try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        from ament_index_python.packages import get_package_share_directory
         candidates.insert(0, Path(get_package_share_directory('fer_ros')))
-    except (ImportError, PackageNotFoundError, KeyError, ValueError):
+    except (ImportError, LookupError, OSError, ValueError):  # no ament index (pip install)
         pass
     for share in candidates:
         if (share / 'config' / 'emotion.yaml').is_file():
@@ -60,14 +60,14 @@ def node_command(module: str, params_file: Path, params: list[str], remaps: list
     return command
 
 
-def wait_for_subscriber(topic: str, process: subprocess.Popen, timeout: float) -> bool:
-    """True once something subscribes to topic; False if process dies or timeout passes."""
-    rclpy.init()
+def wait_for_subscribers(topics: list[str], processes: list[subprocess.Popen], timeout: float) -> bool:
+    """True once every topic has a subscriber; False if a process dies or timeout passes."""
+    rclpy.init(args=[])
     try:
         node = rclpy.create_node('fer_run_waiter')
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and process.poll() is None:
-            if node.count_subscribers(topic) > 0:
+        while time.monotonic() < deadline and all(p.poll() is None for p in processes):
+            if all(node.count_subscribers(topic) > 0 for topic in topics):
                 return True
             time.sleep(0.2)
         return False
@@ -109,8 +109,10 @@ def main(argv=None) -> int:
             processes.append(subprocess.Popen(node_command('emotion_echo', params_file, [], [])))
         if args.source is None:
             return processes[0].wait()
-        if not wait_for_subscriber(image_topic, processes[0], STARTUP_TIMEOUT_S):
-            print('fer-run: the emotion node did not come up', file=sys.stderr)
+        # Start the source only when every frame and every result has a reader.
+        topics = [image_topic] + (['/emotion'] if args.echo else [])
+        if not wait_for_subscribers(topics, processes, STARTUP_TIMEOUT_S):
+            print('fer-run: the nodes did not come up', file=sys.stderr)
             return processes[0].poll() or 1
         source = subprocess.Popen(node_command('camera_source', params_file, [f'source:={args.source}'], remaps))
         processes.append(source)

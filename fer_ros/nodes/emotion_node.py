@@ -263,7 +263,7 @@ class EmotionNode(Node):
     # -- frames ---------------------------------------------------------------------
 
     def _process_frames(self) -> None:
-        while rclpy.ok() and not self._slots.closed:
+        while self.context.ok() and not self._slots.closed:
             item = self._slots.take(timeout=0.2)
             if item is None:
                 continue

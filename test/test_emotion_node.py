@@ -1,0 +1,338 @@
+"""The emotion node end to end: real rclpy node, real messages, real images, tiny real models."""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from fer_ros.labels import FER2013_LABELS
+from fer_ros.model.checkpoint import ModelLoadError
+from fer_ros.model_store import ModelNameError
+from fer_ros.msg import EmotionArray, EmotionStamped
+from fer_ros.nodes.emotion_node import EmotionNode
+from fer_ros.nodes.ros_image import bgr_to_compressed_message, bgr_to_image_message
+from fer_ros.srv import RunSelfCheck, SwitchModel
+from model_fixtures import write_model_zoo
+
+TIMEOUT_S = 60.0
+
+
+def _stamp_key(header) -> tuple[int, int]:
+    return header.stamp.sec, header.stamp.nanosec
+
+
+class CameraAndListener(Node):
+    """Publishes frames with unique stamps and collects what the emotion node publishes."""
+
+    def __init__(self, context):
+        super().__init__('test_camera', context=context)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.image_publisher = self.create_publisher(Image, 'image_raw', qos)
+        self.compressed_publisher = self.create_publisher(CompressedImage, 'image_raw/compressed', qos)
+        self._condition = threading.Condition()
+        self.arrays: dict[tuple[int, int], EmotionArray] = {}
+        self.faces: dict[tuple[int, int], list[EmotionStamped]] = {}
+        self.diagnostics: list[DiagnosticArray] = []
+        self.create_subscription(EmotionArray, 'emotion', self._on_array, 10)
+        self.create_subscription(EmotionStamped, 'emotion/faces', self._on_face, 10)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        self.switch_client = self.create_client(SwitchModel, 'emotion_node/switch_model')
+        self.self_check_client = self.create_client(RunSelfCheck, 'emotion_node/run_self_check')
+        self._next_stamp = 1000
+
+    def _on_array(self, message):
+        with self._condition:
+            self.arrays[_stamp_key(message.header)] = message
+            self._condition.notify_all()
+
+    def _on_face(self, message):
+        with self._condition:
+            self.faces.setdefault(_stamp_key(message.header), []).append(message)
+            self._condition.notify_all()
+
+    def _on_diagnostics(self, message):
+        with self._condition:
+            self.diagnostics.append(message)
+            self._condition.notify_all()
+
+    def header(self):
+        self._next_stamp += 1
+        message = Image().header
+        message.stamp.sec, message.stamp.nanosec = self._next_stamp, 123456789
+        message.frame_id = 'test_camera_optical'
+        return message
+
+    def send(self, image: np.ndarray, compressed: bool = False):
+        header = self.header()
+        if compressed:
+            self.compressed_publisher.publish(bgr_to_compressed_message(image, header))
+        else:
+            self.image_publisher.publish(bgr_to_image_message(image, header))
+        return header
+
+    def send_raw(self, message):
+        message.header = self.header()
+        (self.compressed_publisher if isinstance(message, CompressedImage) else self.image_publisher).publish(message)
+        return message.header
+
+    def wait_for(self, predicate, timeout: float = TIMEOUT_S):
+        with self._condition:
+            assert self._condition.wait_for(predicate, timeout), 'timed out waiting for the emotion node'
+
+    def result(self, header, timeout: float = TIMEOUT_S) -> EmotionArray:
+        key = _stamp_key(header)
+        self.wait_for(lambda: key in self.arrays, timeout)
+        return self.arrays[key]
+
+    def call(self, client, request, timeout: float = TIMEOUT_S):
+        assert client.wait_for_service(timeout_sec=timeout), f'service {client.srv_name} not available'
+        future = client.call_async(request)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            assert time.monotonic() < deadline, f'service {client.srv_name} did not answer'
+            time.sleep(0.02)
+        return future.result()
+
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp('models')
+    write_model_zoo(directory)
+    return directory
+
+
+@pytest.fixture(scope='module')
+def ros(models, tmp_path_factory):
+    """An emotion node serving tiny_a and a test node, spun together in one context."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = EmotionNode(context=context, parameter_overrides=[
+        Parameter('model', value='tiny_a'),
+        Parameter('model_dir', value=str(models)),
+        Parameter('compressed_image_topics', value=['image_raw/compressed']),
+        Parameter('video_mode', value=False),
+        Parameter('diagnostics_period', value=0.5),
+        Parameter('report_dir', value=str(tmp_path_factory.mktemp('reports'))),
+    ])
+    camera = CameraAndListener(context)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor.add_node(node)
+    executor.add_node(camera)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    # Discovery: the node must see our publishers before the first frame.
+    deadline = time.monotonic() + TIMEOUT_S
+    while (camera.image_publisher.get_subscription_count() == 0
+           or camera.compressed_publisher.get_subscription_count() == 0):
+        assert time.monotonic() < deadline, 'emotion node never subscribed'
+        time.sleep(0.05)
+    yield node, camera
+    executor.shutdown()
+    node.destroy_node()
+    camera.destroy_node()
+    rclpy.shutdown(context=context)
+    spinner.join(timeout=10)
+
+
+@pytest.fixture(scope='module')
+def face_image(samples_dir) -> np.ndarray:
+    image = cv2.imread(str(samples_dir / 'single_face.jpg'))
+    assert image is not None
+    return image
+
+
+@pytest.fixture(scope='module')
+def no_face_image(samples_dir) -> np.ndarray:
+    image = cv2.imread(str(samples_dir / 'free-mountain-vector-01.jpg'))
+    assert image is not None
+    return image
+
+
+def test_face_frame_gives_one_emotion_stamped_with_the_source_header(ros, face_image):
+    node, camera = ros
+    header = camera.send(face_image)
+    result = camera.result(header)
+    assert result.header.frame_id == 'test_camera_optical'
+    assert len(result.emotions) == 1
+    emotion = result.emotions[0]
+    assert _stamp_key(emotion.header) == _stamp_key(header)
+    assert emotion.header.frame_id == header.frame_id
+    assert list(emotion.labels) == list(FER2013_LABELS)
+    assert len(emotion.probabilities) == len(emotion.labels)
+    assert abs(sum(emotion.probabilities) - 1.0) < 1e-4
+    assert emotion.label == emotion.labels[int(np.argmax(emotion.probabilities))]
+    assert emotion.confidence == pytest.approx(max(emotion.probabilities), abs=1e-6)
+    assert -1.0 <= emotion.valence <= 1.0 and -1.0 <= emotion.arousal <= 1.0
+    assert emotion.model == 'tiny_a'
+    assert emotion.face_id
+    height, width = face_image.shape[:2]
+    roi = emotion.roi
+    assert roi.width > 20 and roi.height > 20
+    assert roi.x_offset + roi.width <= width and roi.y_offset + roi.height <= height
+    # The same face also arrives alone on emotion/faces.
+    camera.wait_for(lambda: _stamp_key(header) in camera.faces)
+    assert camera.faces[_stamp_key(header)][0].face_id == emotion.face_id
+
+
+def test_compressed_frame_is_processed_like_a_raw_one(ros, face_image):
+    node, camera = ros
+    header = camera.send(face_image, compressed=True)
+    result = camera.result(header)
+    assert len(result.emotions) == 1 and result.emotions[0].model == 'tiny_a'
+
+
+def test_frame_without_a_face_gives_an_empty_array(ros, no_face_image):
+    node, camera = ros
+    header = camera.send(no_face_image)
+    result = camera.result(header)
+    assert result.emotions == []
+    assert _stamp_key(result.header) == _stamp_key(header)
+
+
+@pytest.mark.parametrize('bad_message', [
+    Image(height=4, width=4, encoding='yuv999', step=8, data=bytes(32)),
+    Image(height=480, width=640, encoding='bgr8', step=1920, data=bytes(100)),
+    Image(height=0, width=0, encoding='bgr8', step=0, data=b''),
+    CompressedImage(format='jpeg', data=b'\xff\xd8 not really a jpeg'),
+], ids=['unknown encoding', 'truncated data', 'empty image', 'corrupt jpeg'])
+def test_bad_frame_is_counted_and_the_node_keeps_serving(ros, face_image, bad_message):
+    node, camera = ros
+    bad_before = node.stats()['bad']
+    bad_header = camera.send_raw(bad_message)
+    camera.wait_for(lambda: node.stats()['bad'] == bad_before + 1)
+    assert _stamp_key(bad_header) not in camera.arrays
+    header = camera.send(face_image)
+    assert len(camera.result(header).emotions) == 1
+
+
+def test_diagnostics_report_the_counters(ros, face_image):
+    node, camera = ros
+    camera.result(camera.send(face_image))
+    count = len(camera.diagnostics)
+    camera.wait_for(lambda: len(camera.diagnostics) > count)
+    status = camera.diagnostics[-1].status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert int(values['frames processed']) >= 1
+    assert values['model'] in ('tiny_a', 'tiny_b')
+    assert status.hardware_id == 'fer_ros'
+
+
+def test_switch_model_refusals_keep_the_old_model_serving(ros, face_image):
+    node, camera = ros
+    stop = threading.Event()
+
+    def stream_frames():  # frames keep flowing while the service is called
+        while not stop.is_set():
+            camera.send(face_image)
+            time.sleep(0.1)
+
+    streamer = threading.Thread(target=stream_frames)
+    processed_before, bad_before = node.stats()['processed'], node.stats()['bad']
+    streamer.start()
+    try:
+        for name, reason in [('../tiny_a', 'invalid'), ('a/b', 'invalid'), ('/etc/passwd', 'invalid'),
+                             ('missing', 'no model named'), ('corrupt', ''), ('incompatible', '')]:
+            response = camera.call(camera.switch_client, SwitchModel.Request(model=name))
+            assert not response.success, name
+            assert response.active_model == 'tiny_a'
+            assert 'still serving' in response.message and reason in response.message
+    finally:
+        stop.set()
+        streamer.join()
+    camera.wait_for(lambda: node.stats()['processed'] > processed_before)
+    assert node.stats()['bad'] == bad_before
+    models_seen = {e.model for key, a in camera.arrays.items() for e in a.emotions}
+    assert models_seen == {'tiny_a'}
+
+
+def test_switch_model_lists_then_switches(ros, face_image):
+    node, camera = ros
+    listing = camera.call(camera.switch_client, SwitchModel.Request(model=''))
+    assert listing.success and listing.active_model == 'tiny_a'
+    assert {'tiny_a', 'tiny_b'} <= set(listing.available_models)
+
+    response = camera.call(camera.switch_client, SwitchModel.Request(model='tiny_b'))
+    assert response.success, response.message
+    assert response.active_model == 'tiny_b'
+    result = camera.result(camera.send(face_image))
+    assert result.emotions[0].model == 'tiny_b'
+
+    back = camera.call(camera.switch_client, SwitchModel.Request(model='tiny_a'))
+    assert back.success and back.active_model == 'tiny_a'
+
+
+def test_self_check_on_seen_faces(ros, face_image):
+    node, camera = ros
+    for _ in range(3):
+        camera.result(camera.send(face_image))
+    request = RunSelfCheck.Request(attacks=['fgsm', 'pgd'], epsilons=[1.0, 8.0], samples=4, source='seen')
+    response = camera.call(camera.self_check_client, request)
+    assert response.success, response.message
+    assert [(r.attack, r.epsilon) for r in response.results] == [('fgsm', 1.0), ('fgsm', 8.0), ('pgd', 1.0), ('pgd', 8.0)]
+    for row in response.results:
+        # On seen faces the reference is the model's own clean prediction.
+        assert row.clean_accuracy == pytest.approx(1.0)
+        assert row.flip_rate == pytest.approx(1.0 - row.attacked_accuracy)
+    report = json.loads(response.report_json)
+    assert report['model'] == 'tiny_a' and report['source'] == 'seen'
+    assert len(report['rows']) == 4 and 1 <= report['samples'] <= 4
+    assert json.loads(Path(response.report_path).read_text()) == report
+    assert response.summary
+
+
+def test_self_check_on_a_labelled_folder(ros, samples_dir, tmp_path):
+    node, camera = ros
+    for label, file in [('happy', '0-f15-hao-ph.jpg'), ('surprised', '0-f1-su-ph.jpg')]:
+        (tmp_path / label).mkdir()
+        (tmp_path / label / file).write_bytes((samples_dir / file).read_bytes())
+    request = RunSelfCheck.Request(attacks=['fgsm'], epsilons=[4.0], samples=8, source=str(tmp_path))
+    response = camera.call(camera.self_check_client, request)
+    assert response.success, response.message
+    (row,) = response.results
+    assert row.attack == 'fgsm' and row.epsilon == 4.0
+    assert row.clean_accuracy in (0.0, 0.5, 1.0)  # two labelled faces
+    assert 0.0 <= row.attacked_accuracy <= 1.0
+    assert json.loads(response.report_json)['samples'] == 2
+
+
+@pytest.mark.parametrize('request_fields, expected', [
+    (dict(attacks=['bogus']), 'unknown attack'),
+    (dict(epsilons=[-1.0]), 'epsilons'),
+    (dict(source='/nonexistent/folder'), 'does not exist'),
+])
+def test_self_check_refuses_bad_requests(ros, request_fields, expected):
+    node, camera = ros
+    response = camera.call(camera.self_check_client, RunSelfCheck.Request(**request_fields))
+    assert not response.success
+    assert expected in response.message
+    assert response.results == []
+
+
+@pytest.mark.parametrize('overrides, error', [
+    ([Parameter('max_faces', value=0)], ValueError),
+    ([Parameter('device', value='tpu')], ValueError),
+    ([Parameter('image_topics', value=['']), Parameter('compressed_image_topics', value=[''])], ValueError),
+    ([Parameter('model', value='missing')], ModelNameError),
+    ([Parameter('model', value='../escape')], ModelNameError),
+    ([Parameter('model', value='corrupt')], ModelLoadError),
+])
+def test_bad_parameters_stop_the_node_at_startup_with_a_clear_error(models, overrides, error):
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        base = [Parameter('model', value='tiny_a'), Parameter('model_dir', value=str(models))]
+        with pytest.raises(error):
+            EmotionNode(context=context, parameter_overrides=base + overrides)
+    finally:
+        rclpy.shutdown(context=context)

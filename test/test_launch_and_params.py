@@ -1,0 +1,53 @@
+"""The launch file, the params file and the nodes agree (ROS 2 launch itself is not installable from pip)."""
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fer_ros.nodes import camera_source, emotion_node
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH_FILE = REPO / 'launch' / 'emotion.launch.py'
+
+
+def _launch_calls(name: str) -> list[ast.Call]:
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, 'id', None) == name]
+
+
+def _keywords(call: ast.Call) -> dict:
+    return {k.arg: k.value for k in call.keywords}
+
+
+def test_launch_nodes_are_installed_executables_of_this_package():
+    nodes = _launch_calls('Node')
+    assert len(nodes) == 2
+    for call in nodes:
+        keywords = _keywords(call)
+        assert ast.literal_eval(keywords['package']) == 'fer_ros'
+        executable = REPO / 'bin' / ast.literal_eval(keywords['executable'])
+        assert os.access(executable, os.X_OK), f'{executable} missing or not executable'
+        module = executable.read_text().split('from ')[1].split(' import')[0]
+        assert module in ('fer_ros.nodes.emotion_node', 'fer_ros.nodes.camera_source')
+
+
+def test_launch_arguments_default_to_the_node_defaults():
+    arguments = {ast.literal_eval(call.args[0]): _keywords(call) for call in _launch_calls('DeclareLaunchArgument')}
+    assert set(arguments) == {'params_file', 'image_topic', 'model', 'device', 'publish_annotated', 'source',
+                              'namespace'}
+    for name in ('model', 'device'):
+        assert ast.literal_eval(arguments[name]['default_value']) == emotion_node.PARAMETERS[name][0]
+    assert ast.literal_eval(arguments['publish_annotated']['default_value']) == 'false'
+    assert all('description' in keywords for keywords in arguments.values())
+
+
+@pytest.mark.parametrize('node_name, module', [('emotion_node', emotion_node), ('camera_source', camera_source)])
+def test_params_file_lists_every_parameter_with_its_default(node_name, module):
+    params = yaml.safe_load((REPO / 'config' / 'emotion.yaml').read_text())[node_name]['ros__parameters']
+    assert set(params) == set(module.PARAMETERS)
+    for name, (default, _) in module.PARAMETERS.items():
+        assert params[name] == default, name
