@@ -110,5 +110,9 @@ setup(
         'fer-emotion-node = fer_ros.nodes.emotion_node:main',
         'fer-camera-source = fer_ros.nodes.camera_source:main',
         'fer-emotion-echo = fer_ros.nodes.emotion_echo:main',
+        'fer-train = fer_ros.training.train:cli',
+        'fer-eval = fer_ros.training.evaluate:cli',
+        'fer-kfold = fer_ros.training.kfold:cli',
+        'fer-landmarks = fer_ros.data.landmarks:main',
     ]},
 )

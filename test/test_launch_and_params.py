@@ -51,3 +51,9 @@ def test_params_file_lists_every_parameter_with_its_default(node_name, module):
     assert set(params) == set(module.PARAMETERS)
     for name, (default, _) in module.PARAMETERS.items():
         assert params[name] == default, name
+
+
+def test_readme_documents_every_emotion_node_parameter():
+    readme = (REPO / 'README.md').read_text()
+    missing = [name for name in emotion_node.PARAMETERS if f'| `{name}` |' not in readme]
+    assert not missing, f'README parameter table lacks {missing}'

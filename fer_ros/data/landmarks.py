@@ -153,11 +153,11 @@ class LandmarkCache:
 
 
 def main(argv=None):
-    """``python -m fer_ros.data.landmarks CACHE_DIR IMAGE_DIR...``: fill the cache."""
+    """``fer-landmarks CACHE_DIR IMAGE_DIR...``: fill the cache."""
     import sys
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2:
-        raise SystemExit('usage: python -m fer_ros.data.landmarks CACHE_DIR IMAGE_DIR...')
+        raise SystemExit('usage: fer-landmarks CACHE_DIR IMAGE_DIR...')
     suffixes = {'.jpg', '.jpeg', '.png', '.bmp'}
     paths = sorted(p for folder in argv[1:] for p in Path(folder).rglob('*') if p.suffix.lower() in suffixes)
     cache = LandmarkCache(argv[0])

@@ -1,1 +1,1 @@
-"""Training, evaluation and CK+ k-fold commands (fer-train, fer-eval, fer-ckplus-kfold)."""
+"""Training, evaluation and CK+ k-fold commands (fer-train, fer-eval, fer-kfold)."""

@@ -108,5 +108,11 @@ def main(argv=None):
     return report
 
 
+def cli() -> int:
+    """Console script entry point (main returns the results for programmatic use)."""
+    main()
+    return 0
+
+
 if __name__ == '__main__':
     main()

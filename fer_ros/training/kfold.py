@@ -1,4 +1,4 @@
-"""``fer-ckplus-kfold``: subject-independent k-fold training on CK+, mean/std over folds.
+"""``fer-kfold``: subject-independent k-fold training on CK+, mean/std over folds.
 
 Each fold trains with :mod:`fer_ros.training.train` into ``<output_dir>/fold_<k>``
 with the held-out subjects as its validation split (CK+ has no separate
@@ -41,7 +41,7 @@ def run_kfold(config, resume=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='fer-ckplus-kfold', description=__doc__)
+    parser = argparse.ArgumentParser(prog='fer-kfold', description=__doc__)
     parser.add_argument('--config', required=True, help='YAML config (see config/train_ckplus.yaml)')
     parser.add_argument('--resume', action='store_true')
     parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
@@ -50,6 +50,12 @@ def main(argv=None):
     for key, mean in summary['mean'].items():
         print(f'{key}: {mean:.4f} +- {summary["std"][key]:.4f}')
     return summary
+
+
+def cli() -> int:
+    """Console script entry point (main returns the results for programmatic use)."""
+    main()
+    return 0
 
 
 if __name__ == '__main__':
