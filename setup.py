@@ -114,5 +114,6 @@ setup(
         'fer-eval = fer_ros.training.evaluate:cli',
         'fer-kfold = fer_ros.training.kfold:cli',
         'fer-landmarks = fer_ros.data.landmarks:main',
+        'fer-export = fer_ros.model.export:main',
     ]},
 )

