@@ -80,7 +80,7 @@ def main(argv=None):
     parser.add_argument('--kind', default='fer2013', choices=['fer2013', 'fer2013_csv', 'ckplus', 'folder'])
     parser.add_argument('--split', default='val', help='fer2013: sub-folder; fer2013_csv: train/val/test or Usage')
     parser.add_argument('--landmark-cache', help='LandmarkCache dir (missing landmarks are extracted)')
-    parser.add_argument('--output', default='eval', help='folder for report.json and confusion_matrix.png')
+    parser.add_argument('--output', default='reports/eval', help='folder for report.json and confusion_matrix.png')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--batch-size', type=int, default=256)
     args = parser.parse_args(argv)
