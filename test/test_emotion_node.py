@@ -9,100 +9,16 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
-from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from fer_ros.labels import FER2013_LABELS
 from fer_ros.model.checkpoint import ModelLoadError
 from fer_ros.model_store import ModelNameError
-from fer_ros.msg import EmotionArray, EmotionStamped
 from fer_ros.nodes.emotion_node import EmotionNode
-from fer_ros.nodes.ros_image import bgr_to_compressed_message, bgr_to_image_message
 from fer_ros.srv import RunSelfCheck, SwitchModel
 from model_fixtures import write_model_zoo
-
-TIMEOUT_S = 60.0
-
-
-def _stamp_key(header) -> tuple[int, int]:
-    return header.stamp.sec, header.stamp.nanosec
-
-
-class CameraAndListener(Node):
-    """Publishes frames with unique stamps and collects what the emotion node publishes."""
-
-    def __init__(self, context):
-        super().__init__('test_camera', context=context)
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.image_publisher = self.create_publisher(Image, 'image_raw', qos)
-        self.compressed_publisher = self.create_publisher(CompressedImage, 'image_raw/compressed', qos)
-        self._condition = threading.Condition()
-        self.arrays: dict[tuple[int, int], EmotionArray] = {}
-        self.faces: dict[tuple[int, int], list[EmotionStamped]] = {}
-        self.diagnostics: list[DiagnosticArray] = []
-        self.create_subscription(EmotionArray, 'emotion', self._on_array, 10)
-        self.create_subscription(EmotionStamped, 'emotion/faces', self._on_face, 10)
-        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
-        self.switch_client = self.create_client(SwitchModel, 'emotion_node/switch_model')
-        self.self_check_client = self.create_client(RunSelfCheck, 'emotion_node/run_self_check')
-        self._next_stamp = 1000
-
-    def _on_array(self, message):
-        with self._condition:
-            self.arrays[_stamp_key(message.header)] = message
-            self._condition.notify_all()
-
-    def _on_face(self, message):
-        with self._condition:
-            self.faces.setdefault(_stamp_key(message.header), []).append(message)
-            self._condition.notify_all()
-
-    def _on_diagnostics(self, message):
-        with self._condition:
-            self.diagnostics.append(message)
-            self._condition.notify_all()
-
-    def header(self):
-        self._next_stamp += 1
-        message = Image().header
-        message.stamp.sec, message.stamp.nanosec = self._next_stamp, 123456789
-        message.frame_id = 'test_camera_optical'
-        return message
-
-    def send(self, image: np.ndarray, compressed: bool = False):
-        header = self.header()
-        if compressed:
-            self.compressed_publisher.publish(bgr_to_compressed_message(image, header))
-        else:
-            self.image_publisher.publish(bgr_to_image_message(image, header))
-        return header
-
-    def send_raw(self, message):
-        message.header = self.header()
-        (self.compressed_publisher if isinstance(message, CompressedImage) else self.image_publisher).publish(message)
-        return message.header
-
-    def wait_for(self, predicate, timeout: float = TIMEOUT_S):
-        with self._condition:
-            assert self._condition.wait_for(predicate, timeout), 'timed out waiting for the emotion node'
-
-    def result(self, header, timeout: float = TIMEOUT_S) -> EmotionArray:
-        key = _stamp_key(header)
-        self.wait_for(lambda: key in self.arrays, timeout)
-        return self.arrays[key]
-
-    def call(self, client, request, timeout: float = TIMEOUT_S):
-        assert client.wait_for_service(timeout_sec=timeout), f'service {client.srv_name} not available'
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            assert time.monotonic() < deadline, f'service {client.srv_name} did not answer'
-            time.sleep(0.02)
-        return future.result()
+from node_harness import running_emotion_node, stamp_key
 
 
 @pytest.fixture(scope='module')
@@ -115,34 +31,15 @@ def models(tmp_path_factory) -> Path:
 @pytest.fixture(scope='module')
 def ros(models, tmp_path_factory):
     """An emotion node serving tiny_a and a test node, spun together in one context."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = EmotionNode(context=context, parameter_overrides=[
+    with running_emotion_node([
         Parameter('model', value='tiny_a'),
         Parameter('model_dir', value=str(models)),
         Parameter('compressed_image_topics', value=['image_raw/compressed']),
         Parameter('video_mode', value=False),
         Parameter('diagnostics_period', value=0.5),
         Parameter('report_dir', value=str(tmp_path_factory.mktemp('reports'))),
-    ])
-    camera = CameraAndListener(context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
-    executor.add_node(node)
-    executor.add_node(camera)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    # Discovery: the node must see our publishers before the first frame.
-    deadline = time.monotonic() + TIMEOUT_S
-    while (camera.image_publisher.get_subscription_count() == 0
-           or camera.compressed_publisher.get_subscription_count() == 0):
-        assert time.monotonic() < deadline, 'emotion node never subscribed'
-        time.sleep(0.05)
-    yield node, camera
-    executor.shutdown()
-    node.destroy_node()
-    camera.destroy_node()
-    rclpy.shutdown(context=context)
-    spinner.join(timeout=10)
+    ]) as nodes:
+        yield nodes
 
 
 @pytest.fixture(scope='module')
@@ -166,7 +63,7 @@ def test_face_frame_gives_one_emotion_stamped_with_the_source_header(ros, face_i
     assert result.header.frame_id == 'test_camera_optical'
     assert len(result.emotions) == 1
     emotion = result.emotions[0]
-    assert _stamp_key(emotion.header) == _stamp_key(header)
+    assert stamp_key(emotion.header) == stamp_key(header)
     assert emotion.header.frame_id == header.frame_id
     assert list(emotion.labels) == list(FER2013_LABELS)
     assert len(emotion.probabilities) == len(emotion.labels)
@@ -181,8 +78,8 @@ def test_face_frame_gives_one_emotion_stamped_with_the_source_header(ros, face_i
     assert roi.width > 20 and roi.height > 20
     assert roi.x_offset + roi.width <= width and roi.y_offset + roi.height <= height
     # The same face also arrives alone on emotion/faces.
-    camera.wait_for(lambda: _stamp_key(header) in camera.faces)
-    assert camera.faces[_stamp_key(header)][0].face_id == emotion.face_id
+    camera.wait_for(lambda: stamp_key(header) in camera.faces)
+    assert camera.faces[stamp_key(header)][0].face_id == emotion.face_id
 
 
 def test_compressed_frame_is_processed_like_a_raw_one(ros, face_image):
@@ -197,21 +94,22 @@ def test_frame_without_a_face_gives_an_empty_array(ros, no_face_image):
     header = camera.send(no_face_image)
     result = camera.result(header)
     assert result.emotions == []
-    assert _stamp_key(result.header) == _stamp_key(header)
+    assert stamp_key(result.header) == stamp_key(header)
 
 
 @pytest.mark.parametrize('bad_message', [
     Image(height=4, width=4, encoding='yuv999', step=8, data=bytes(32)),
     Image(height=480, width=640, encoding='bgr8', step=1920, data=bytes(100)),
     Image(height=0, width=0, encoding='bgr8', step=0, data=b''),
+    Image(height=10000, width=10000, encoding='bgr8', step=30000, data=bytes(64)),
     CompressedImage(format='jpeg', data=b'\xff\xd8 not really a jpeg'),
-], ids=['unknown encoding', 'truncated data', 'empty image', 'corrupt jpeg'])
+], ids=['unknown encoding', 'truncated data', 'empty image', 'huge header tiny data', 'corrupt jpeg'])
 def test_bad_frame_is_counted_and_the_node_keeps_serving(ros, face_image, bad_message):
     node, camera = ros
     bad_before = node.stats()['bad']
     bad_header = camera.send_raw(bad_message)
     camera.wait_for(lambda: node.stats()['bad'] == bad_before + 1)
-    assert _stamp_key(bad_header) not in camera.arrays
+    assert stamp_key(bad_header) not in camera.arrays
     header = camera.send(face_image)
     assert len(camera.result(header).emotions) == 1
 
@@ -284,6 +182,9 @@ def test_self_check_on_seen_faces(ros, face_image):
         # On seen faces the reference is the model's own clean prediction.
         assert row.clean_accuracy == pytest.approx(1.0)
         assert row.flip_rate == pytest.approx(1.0 - row.attacked_accuracy)
+    for attack in ('fgsm', 'pgd'):
+        flip_rates = [r.flip_rate for r in response.results if r.attack == attack]
+        assert flip_rates == sorted(flip_rates), f'{attack} flip rate falls as epsilon grows: {flip_rates}'
     report = json.loads(response.report_json)
     assert report['model'] == 'tiny_a' and report['source'] == 'seen'
     assert len(report['rows']) == 4 and 1 <= report['samples'] <= 4

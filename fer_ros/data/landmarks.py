@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fer_ros.model.facemesh_constants import MEAN_TEMPLATE, NUM_LANDMARKS
+from fer_ros.model.facemesh_constants import MEAN_TEMPLATE
 
 DETECTION_SIZE = 192
 DETECTION_PADDING = 64

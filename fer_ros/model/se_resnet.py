@@ -8,7 +8,6 @@ and 6 pixel feature maps.
 """
 from pathlib import Path
 
-import torch
 from torch import nn
 
 

@@ -342,6 +342,11 @@ class EmotionNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_publisher.publish(array)
 
+    @property
+    def input_topics(self) -> list[str]:
+        """Resolved names of the image topics this node reads."""
+        return list(self._input_topics)
+
     def stats(self) -> dict:
         """Counters for tests and benchmarks."""
         with self._stats_lock:
