@@ -115,5 +115,7 @@ setup(
         'fer-kfold = fer_ros.training.kfold:cli',
         'fer-landmarks = fer_ros.data.landmarks:main',
         'fer-export = fer_ros.model.export:main',
+        'fer-make-bag = fer_ros.bag.make:main',
+        'fer-bag-eval = fer_ros.bag.evaluate:main',
     ]},
 )

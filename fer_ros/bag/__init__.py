@@ -1,0 +1,1 @@
+"""Rosbag tools: labelled evaluation bags, offline and live replay, metric reports."""

@@ -1,0 +1,172 @@
+"""``fer-make-bag``: labelled evaluation bags from an image dataset or a video.
+
+  fer-make-bag folder ../shared/data/fer2013/val bags/fer_val --per-class 20
+  fer-make-bag video face.mp4 bags/face --labels face_labels.csv
+
+A bag holds the camera frames on ``--topic`` (sensor_msgs/Image, or
+CompressedImage with --compressed) and the ground truth on ``--label-topic``
+(std_msgs/String, the label from each message until the next; "" ends it).
+The same labels are written beside the bag as ``<bag>.labels.csv`` (start,
+end, label; seconds since the bag start). Dataset faces are scaled to
+``--face-size`` pixels and centred in a ``--size`` frame; each image is shown
+for ``--hold`` frames. Video frames are letterboxed to ``--size``. Stamps start
+at a fixed time, so the same inputs always give the same bag (MCAP default).
+"""
+
+import argparse
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer_ros.bag.io import BagError, BagWriter
+from fer_ros.bag.labels import read_sidecar, write_sidecar_csv
+from fer_ros.data.datasets import folder_samples
+
+BAG_START_NS = 1_700_000_000 * 1_000_000_000
+BACKGROUND = 96
+
+
+def sidecar_path(bag: Path) -> Path:
+    return bag.with_name(bag.name + '.labels.csv')
+
+
+def place_face(face: np.ndarray, size: tuple[int, int], face_size: int) -> np.ndarray:
+    """A BGR camera frame with the face image scaled to face_size (longer side) at its centre."""
+    width, height = size
+    if face.ndim == 2:
+        face = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
+    scale = face_size / max(face.shape[:2])
+    face = cv2.resize(face, (round(face.shape[1] * scale), round(face.shape[0] * scale)),
+                      interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
+    frame = np.full((height, width, 3), BACKGROUND, np.uint8)
+    y, x = (height - face.shape[0]) // 2, (width - face.shape[1]) // 2
+    frame[y:y + face.shape[0], x:x + face.shape[1]] = face
+    return frame
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    width, height = size
+    scale = min(width / image.shape[1], height / image.shape[0])
+    resized = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
+    frame = np.zeros((height, width, 3), np.uint8)
+    y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
+    frame[y:y + resized.shape[0], x:x + resized.shape[1]] = resized
+    return frame
+
+
+def dataset_selection(root, per_class: int | None) -> list[tuple[Path, str]]:
+    """(image, label) pairs, round-robin over classes, at most per_class of each."""
+    samples = folder_samples(root)
+    by_class = [[p for p, label in zip(samples.images, samples.labels) if label == index][:per_class]
+                for index in range(len(samples.class_names))]
+    selection = []
+    for rank in range(max((len(paths) for paths in by_class), default=0)):
+        for index, paths in enumerate(by_class):
+            if rank < len(paths):
+                selection.append((paths[rank], samples.class_names[index]))
+    return selection
+
+
+def bag_from_folder(root, bag, *, per_class=None, rate=10.0, hold=1, size=(640, 480), face_size=240,
+                    topic='/camera/image_raw', label_topic='/labels', frame_id='camera', compressed=False,
+                    storage='mcap') -> dict:
+    """Write a labelled bag of dataset faces; returns counts."""
+    selection = dataset_selection(root, per_class)
+    if not selection:
+        raise BagError(f'no labelled images in {root}')
+    bag, period_ns = Path(bag), round(1e9 / rate)
+    intervals, frames = [], 0
+    with BagWriter(bag, storage) as writer:
+        for image_index, (path, label) in enumerate(selection):
+            face = cv2.imread(str(path))
+            if face is None:
+                raise BagError(f'cannot read image {path}')
+            frame = place_face(face, size, face_size)
+            start_ns = BAG_START_NS + frames * period_ns
+            writer.write(label_topic, writer.string(label), start_ns)
+            for _ in range(hold):
+                time_ns = BAG_START_NS + frames * period_ns
+                writer.write(topic, writer.image(frame, time_ns, frame_id, compressed), time_ns)
+                frames += 1
+            intervals.append(((start_ns - BAG_START_NS) / 1e9, frames * period_ns / 1e9, label))
+    write_sidecar_csv(sidecar_path(bag), intervals)
+    return {'images': len(selection), 'frames': frames, 'bag': str(bag), 'labels': str(sidecar_path(bag))}
+
+
+def bag_from_video(video, bag, labels_file=None, *, rate=None, size=(640, 480), topic='/camera/image_raw',
+                   label_topic='/labels', frame_id='camera', compressed=False, storage='mcap') -> dict:
+    """Write a bag of a video's frames, labelled by an interval file in video seconds (optional)."""
+    capture = cv2.VideoCapture(str(video))
+    if not capture.isOpened():
+        raise BagError(f'cannot open video {video}')
+    native = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    rate = rate or native
+    labels = read_sidecar(labels_file, BAG_START_NS) if labels_file else None
+    bag, frames, next_output = Path(bag), 0, 0.0
+    last_label = None
+    with BagWriter(bag, storage) as writer:
+        source_index = 0
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            video_time = source_index / native
+            source_index += 1
+            if video_time + 1e-9 < next_output:  # resample to the output rate
+                continue
+            next_output += 1.0 / rate
+            time_ns = BAG_START_NS + round(video_time * 1e9)
+            if labels is not None:
+                label = labels.label_at(time_ns) or ''
+                if label != last_label:
+                    writer.write(label_topic, writer.string(label), time_ns)
+                    last_label = label
+            writer.write(topic, writer.image(letterbox(image, size), time_ns, frame_id, compressed), time_ns)
+            frames += 1
+    if frames == 0:
+        raise BagError(f'no frames in video {video}')
+    if labels is not None:
+        write_sidecar_csv(sidecar_path(bag), [((i.start_ns - BAG_START_NS) / 1e9, (i.end_ns - BAG_START_NS) / 1e9,
+                                                i.label) for i in labels.intervals])
+    return {'frames': frames, 'bag': str(bag), 'labels': str(sidecar_path(bag)) if labels else None}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='fer-make-bag', description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sources = parser.add_subparsers(dest='source', required=True)
+    folder = sources.add_parser('folder', help='image dataset with one folder per class')
+    folder.add_argument('dataset', type=Path)
+    folder.add_argument('--per-class', type=int, default=None, help='at most this many images per class')
+    folder.add_argument('--hold', type=int, default=1, help='frames per image')
+    folder.add_argument('--face-size', type=int, default=240, help='face size in pixels in the frame')
+    video = sources.add_parser('video', help='a video, optionally with an interval label file')
+    video.add_argument('video', type=Path)
+    video.add_argument('--labels', type=Path, help='CSV/YAML intervals (start, end, label) in video seconds')
+    for sub in (folder, video):
+        sub.add_argument('bag', type=Path, help='output bag folder (must not exist)')
+        sub.add_argument('--rate', type=float, default=None, help='frames per second (folder: 10; video: its own)')
+        sub.add_argument('--size', type=int, nargs=2, default=[640, 480], metavar=('WIDTH', 'HEIGHT'))
+        sub.add_argument('--topic', default='/camera/image_raw')
+        sub.add_argument('--label-topic', default='/labels')
+        sub.add_argument('--frame-id', default='camera')
+        sub.add_argument('--compressed', action='store_true', help='sensor_msgs/CompressedImage (jpeg)')
+        sub.add_argument('--storage', choices=['mcap', 'sqlite3'], default='mcap')
+    args = parser.parse_args(argv)
+    common = dict(size=tuple(args.size), topic=args.topic, label_topic=args.label_topic, frame_id=args.frame_id,
+                  compressed=args.compressed, storage=args.storage)
+    try:
+        if args.source == 'folder':
+            result = bag_from_folder(args.dataset, args.bag, per_class=args.per_class, rate=args.rate or 10.0,
+                                     hold=args.hold, face_size=args.face_size, **common)
+        else:
+            result = bag_from_video(args.video, args.bag, args.labels, rate=args.rate, **common)
+    except (BagError, ValueError, FileNotFoundError) as error:
+        raise SystemExit(f'fer-make-bag: {error}') from None
+    print(', '.join(f'{k}: {v}' for k, v in result.items()))
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

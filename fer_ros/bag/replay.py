@@ -1,0 +1,213 @@
+"""Run the emotion pipeline over a bag: offline (pipeline code, no DDS) or live (a real node over topics).
+
+Both give one :class:`FrameResult` per input frame, so every frame is
+accounted for: ``face`` (at least one face classified), ``no_face`` (an empty
+result), ``skipped`` (live only: the node took a newer frame instead) or
+``bad`` (the image could not be decoded; the node drops such frames too).
+"""
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fer_ros.bag.io import COMPRESSED_IMAGE, EMOTION_ARRAY, BagError, BagReader, BagWriter, stamp_ns
+from fer_ros.model.inference import ExpressionClassifier
+from fer_ros.pipeline import EmotionPipeline, PipelineSettings
+
+STATUSES = ('face', 'no_face', 'skipped', 'bad')
+OUTPUT_TOPIC = '/emotion'
+
+
+@dataclass
+class FaceResult:
+    face_id: str
+    box: tuple[int, int, int, int]
+    labels: tuple[str, ...]
+    probabilities: np.ndarray
+
+    @property
+    def label(self) -> str:
+        return self.labels[int(np.argmax(self.probabilities))]
+
+    @property
+    def area(self) -> int:
+        return self.box[2] * self.box[3]
+
+
+@dataclass
+class FrameResult:
+    index: int
+    stamp_ns: int
+    status: str
+    faces: list[FaceResult] = field(default_factory=list)
+    latency_s: float | None = None  # live: frame sent -> result received; offline: processing time
+    error: str = ''
+
+    @property
+    def primary(self) -> FaceResult | None:
+        """The largest face: the one scored against the frame's label."""
+        return max(self.faces, key=lambda f: f.area) if self.faces else None
+
+
+@dataclass
+class ReplayRun:
+    mode: str
+    topic: str
+    model: str
+    frames: list[FrameResult]
+    wall_seconds: float
+    details: dict = field(default_factory=dict)
+
+
+def run_offline(bag, topic: str, classifier: ExpressionClassifier, settings: PipelineSettings) -> ReplayRun:
+    """Every frame of the topic through EmotionPipeline in this process, in bag order."""
+    pipeline = EmotionPipeline(classifier, settings)
+    results = []
+    start = time.perf_counter()
+    try:
+        with BagReader(bag) as reader:
+            for frame in reader.frames(topic):
+                if frame.image is None:
+                    results.append(FrameResult(frame.index, frame.stamp_ns, 'bad', error=frame.error))
+                    continue
+                begin = time.perf_counter()
+                faces = pipeline.process(frame.image, stream=topic, now=frame.stamp_ns * 1e-9)
+                elapsed = time.perf_counter() - begin
+                results.append(FrameResult(
+                    frame.index, frame.stamp_ns, 'face' if faces else 'no_face',
+                    [FaceResult(f.face_id, f.box, f.labels, f.probabilities) for f in faces], elapsed))
+    finally:
+        pipeline.close()
+    if not results:
+        raise BagError(f'topic {topic!r} of {bag} has no messages')
+    return ReplayRun('offline', topic, classifier.name, results, time.perf_counter() - start)
+
+
+def faces_of_emotion_array(message) -> list[FaceResult]:
+    return [FaceResult(e.face_id, (int(e.roi.x_offset), int(e.roi.y_offset), int(e.roi.width), int(e.roi.height)),
+                       tuple(e.labels), np.asarray(e.probabilities, np.float32)) for e in message.emotions]
+
+
+def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float = 1.0,
+             drain_s: float = 3.0, startup_timeout_s: float = 120.0) -> ReplayRun:
+    """Replay the topic into an emotion node in its own process, record /emotion into output_bag, score it.
+
+    ``rate`` multiplies the recorded rate. ``node_params`` are extra
+    ``name:=value`` parameters for the node (model, model_dir, video_mode...).
+    """
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from fer_ros.msg import EmotionArray
+
+    if rate <= 0:
+        raise ValueError(f'rate must be > 0, got {rate}')
+    with BagReader(bag) as reader:
+        frames = list(reader.frames(topic))
+    if not frames:
+        raise BagError(f'topic {topic!r} of {bag} has no messages')
+    compressed = frames[0].msgtype == COMPRESSED_IMAGE
+    input_params = ([f'compressed_image_topics:=[{topic}]', "image_topics:=['']"] if compressed
+                    else [f'image_topics:=[{topic}]', "compressed_image_topics:=['']"])
+    command = [sys.executable, '-m', 'fer_ros.nodes.emotion_node', '--ros-args',
+               '--params-file', str(_params_file()), '-r', f'emotion:={OUTPUT_TOPIC}']
+    for param in input_params + list(node_params):
+        command += ['-p', param]
+    node_process = subprocess.Popen(command, env=dict(os.environ))
+
+    context = rclpy.Context()
+    rclpy.init(args=[], context=context)
+    received: list[tuple[int, bytes]] = []  # (wall-clock ns, CDR)
+    sent_ns: dict[int, int] = {}  # header stamp -> wall-clock ns when sent
+    start = time.perf_counter()
+    try:
+        node = rclpy.create_node('fer_bag_replay', context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        publisher = node.create_publisher(CompressedImage if compressed else Image, topic, qos)
+        node.create_subscription(EmotionArray, OUTPUT_TOPIC, lambda raw: received.append((time.time_ns(), raw)),
+                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
+        deadline = time.monotonic() + startup_timeout_s
+        while publisher.get_subscription_count() == 0 or node.count_publishers(OUTPUT_TOPIC) == 0:
+            if node_process.poll() is not None:
+                raise BagError(f'the emotion node exited with code {node_process.returncode} before replay')
+            if time.monotonic() > deadline:
+                raise BagError('the emotion node did not subscribe in time')
+            executor.spin_once(timeout_sec=0.1)
+        replay_start, first_bag_time = time.monotonic(), frames[0].bag_time_ns
+        for frame in frames:
+            due = replay_start + (frame.bag_time_ns - first_bag_time) * 1e-9 / rate
+            while (remaining := due - time.monotonic()) > 0:
+                executor.spin_once(timeout_sec=remaining)
+            sent_ns[frame.stamp_ns] = time.time_ns()
+            publisher.publish(frame.raw)
+            executor.spin_once(timeout_sec=0)
+        # Wait until the node has been quiet for drain_s.
+        last_count, quiet_since = -1, time.monotonic()
+        while time.monotonic() - quiet_since < drain_s:
+            executor.spin_once(timeout_sec=0.1)
+            if len(received) != last_count:
+                last_count, quiet_since = len(received), time.monotonic()
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+        node_process.send_signal(2)
+        try:
+            node_process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            node_process.kill()
+            node_process.wait()
+    # Throughput over the replay itself: first frame sent to last result received.
+    wall = (received[-1][0] - min(sent_ns.values())) * 1e-9 if received else time.perf_counter() - start
+
+    with BagWriter(output_bag) as writer:
+        for received_ns, raw in received:
+            writer.write_raw(OUTPUT_TOPIC, EMOTION_ARRAY, received_ns, raw)
+    results = score_recording(frames, output_bag, sent_ns)
+    return ReplayRun('live', topic, _model_param(node_params), results, wall,
+                     {'rate': rate, 'output_bag': str(output_bag), 'messages_recorded': len(received)})
+
+
+def score_recording(frames, output_bag, sent_ns: dict[int, int] | None = None) -> list[FrameResult]:
+    """FrameResults of input frames, matched by header stamp to the EmotionArrays in output_bag.
+
+    With ``sent_ns`` (stamp -> wall-clock ns the frame was sent), latency is the
+    output's bag time (its arrival) minus that.
+    """
+    by_stamp = {}
+    with BagReader(output_bag) as reader:
+        for bag_time, message, _ in reader.messages(OUTPUT_TOPIC, (EMOTION_ARRAY,)):
+            by_stamp[stamp_ns(message.header)] = (bag_time, message)
+    results = []
+    for frame in frames:
+        if frame.image is None:
+            results.append(FrameResult(frame.index, frame.stamp_ns, 'bad', error=frame.error))
+        elif frame.stamp_ns not in by_stamp:
+            results.append(FrameResult(frame.index, frame.stamp_ns, 'skipped'))
+        else:
+            bag_time, message = by_stamp[frame.stamp_ns]
+            latency = (bag_time - sent_ns[frame.stamp_ns]) * 1e-9 if sent_ns and frame.stamp_ns in sent_ns else None
+            faces = faces_of_emotion_array(message)
+            results.append(FrameResult(frame.index, frame.stamp_ns, 'face' if faces else 'no_face', faces, latency))
+    return results
+
+
+def _params_file() -> Path:
+    from fer_ros.run import default_params_file
+    return default_params_file()
+
+
+def _model_param(node_params: list[str]) -> str:
+    for param in node_params:
+        if param.startswith('model:='):
+            return param.split(':=', 1)[1]
+    from fer_ros.nodes.emotion_node import DEFAULT_MODEL
+    return DEFAULT_MODEL
