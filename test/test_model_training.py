@@ -7,6 +7,7 @@ import torch
 
 from fer_ros.model.checkpoint import load_model
 from fer_ros.training.evaluate import main as evaluate_main
+from fer_ros.training.kfold import run_kfold
 from fer_ros.training.train import load_config, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,3 +51,22 @@ def test_short_training_lowers_loss_and_resumes(tmp_path):
                             '--landmark-cache', str(tmp_path / 'cache'), '--output', str(tmp_path / 'eval'),
                             '--device', 'cpu'])
     assert 0 <= report['accuracy'] <= 1 and (tmp_path / 'eval' / 'confusion_matrix.png').exists()
+
+
+def test_ckplus_kfold_reports_every_fold_with_disjoint_subjects(tmp_path):
+    ckplus = REPO.parent / 'shared' / 'data' / 'ckplus48'
+    if not ckplus.is_dir():
+        pytest.skip(f'CK+ data not found at {ckplus}')
+    torch.set_num_threads(1)
+    config = load_config(REPO / 'config' / 'train_ckplus.yaml', TINY_MODEL + [
+        f'output_dir={tmp_path / "kfold"}', f'data.path={ckplus}', 'data.landmark_cache=null',
+        'data.max_per_class=8', 'num_folds=2', 'model.use_gcn=false', 'model.landmark_head=false',
+        'loss.weights={focal: 1.0, geometry: 0, adversarial: 0, fgsm: 0}', 'train.epochs=1',
+        'train.num_workers=0', 'train.device=cpu'])
+    summary = run_kfold(config)
+    assert [fold['fold'] for fold in summary['folds']] == [0, 1]
+    first, second = (set(fold['test_subjects']) for fold in summary['folds'])
+    assert first and second and not first & second
+    for key in ('val_accuracy', 'last_val_accuracy'):
+        assert 0 <= summary['mean'][key] <= 1 and summary['std'][key] >= 0
+    assert (tmp_path / 'kfold' / 'kfold_report.json').is_file()
