@@ -7,6 +7,7 @@ import torch
 
 from fer_ros.model.checkpoint import load_model
 from fer_ros.training.evaluate import main as evaluate_main
+from fer_ros.training.ablation import run_ablation
 from fer_ros.training.kfold import run_kfold
 from fer_ros.training.train import load_config, train
 
@@ -70,3 +71,21 @@ def test_ckplus_kfold_reports_every_fold_with_disjoint_subjects(tmp_path):
     for key in ('val_accuracy', 'last_val_accuracy'):
         assert 0 <= summary['mean'][key] <= 1 and summary['std'][key] >= 0
     assert (tmp_path / 'kfold' / 'kfold_report.json').is_file()
+
+
+def test_ablation_trains_each_variant_and_writes_the_table(tmp_path):
+    if not FER2013.is_dir():
+        pytest.skip(f'FER-2013 data not found at {FER2013}')
+    torch.set_num_threads(1)
+    overrides = TINY_MODEL + [f'data.path={FER2013}', f'data.landmark_cache={tmp_path / "cache"}',
+                              'data.max_per_class=4', 'train.epochs=1', 'train.batch_size=14',
+                              'train.num_workers=0', 'train.device=cpu']
+    rows = run_ablation(REPO / 'config' / 'train_fer2013.yaml', tmp_path / 'ablation', overrides,
+                        variants=('cnn', '+geometry'))
+    assert [row['variant'] for row in rows] == ['cnn', '+geometry']
+    assert rows[0]['parameters'] < rows[1]['parameters']  # the GCN branch and landmark head add weights
+    table = (tmp_path / 'ablation' / 'ablation.md').read_text()
+    assert '| cnn |' in table and '| +geometry |' in table
+    # A second run reuses the finished variants.
+    assert run_ablation(REPO / 'config' / 'train_fer2013.yaml', tmp_path / 'ablation', overrides,
+                        variants=('cnn', '+geometry')) == rows
