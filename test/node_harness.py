@@ -36,9 +36,11 @@ class CameraAndListener(Node):
         self.arrays: dict[tuple[int, int], EmotionArray] = {}
         self.faces: dict[tuple[int, int], list[EmotionStamped]] = {}
         self.diagnostics: list[DiagnosticArray] = []
+        self.annotated: dict[tuple[int, int], Image] = {}
         self.create_subscription(EmotionArray, 'emotion', self._on_array, 10)
         self.create_subscription(EmotionStamped, 'emotion/faces', self._on_face, 10)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
+        self.create_subscription(Image, 'emotion/image_annotated', self._on_annotated, 10)
         self.switch_client = self.create_client(SwitchModel, 'emotion_node/switch_model')
         self.self_check_client = self.create_client(RunSelfCheck, 'emotion_node/run_self_check')
         self._next_stamp = 1000
@@ -51,6 +53,11 @@ class CameraAndListener(Node):
     def _on_face(self, message):
         with self._condition:
             self.faces.setdefault(stamp_key(message.header), []).append(message)
+            self._condition.notify_all()
+
+    def _on_annotated(self, message):
+        with self._condition:
+            self.annotated[stamp_key(message.header)] = message
             self._condition.notify_all()
 
     def _on_diagnostics(self, message):

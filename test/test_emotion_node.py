@@ -37,6 +37,8 @@ def ros(models, tmp_path_factory):
         Parameter('compressed_image_topics', value=['image_raw/compressed']),
         Parameter('video_mode', value=False),
         Parameter('diagnostics_period', value=0.5),
+        Parameter('publish_annotated', value=True),
+        Parameter('annotated_max_rate', value=0.0),
         Parameter('report_dir', value=str(tmp_path_factory.mktemp('reports'))),
     ]) as nodes:
         yield nodes
@@ -80,6 +82,17 @@ def test_face_frame_gives_one_emotion_stamped_with_the_source_header(ros, face_i
     # The same face also arrives alone on emotion/faces.
     camera.wait_for(lambda: stamp_key(header) in camera.faces)
     assert camera.faces[stamp_key(header)][0].face_id == emotion.face_id
+
+
+def test_annotated_image_has_the_source_header_and_size(ros, face_image):
+    node, camera = ros
+    header = camera.send(face_image)
+    camera.wait_for(lambda: stamp_key(header) in camera.annotated)
+    annotated = camera.annotated[stamp_key(header)]
+    assert (annotated.height, annotated.width) == face_image.shape[:2]
+    assert annotated.encoding == 'bgr8' and annotated.header.frame_id == header.frame_id
+    pixels = np.frombuffer(annotated.data, np.uint8).reshape(face_image.shape)
+    assert (pixels != face_image).any()  # the box and label were drawn
 
 
 def test_compressed_frame_is_processed_like_a_raw_one(ros, face_image):
