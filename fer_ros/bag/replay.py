@@ -6,7 +6,6 @@ result), ``skipped`` (live only: the node took a newer frame instead) or
 ``bad`` (the image could not be decoded; the node drops such frames too).
 """
 
-import os
 import subprocess
 import sys
 import time
@@ -120,7 +119,7 @@ def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float
                '--params-file', str(_params_file()), '-r', f'emotion:={OUTPUT_TOPIC}']
     for param in input_params + list(node_params):
         command += ['-p', param]
-    node_process = subprocess.Popen(command, env=dict(os.environ))
+    node_process = subprocess.Popen(command)
 
     context = rclpy.Context()
     rclpy.init(args=[], context=context)
@@ -156,6 +155,8 @@ def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float
             executor.spin_once(timeout_sec=0.1)
             if len(received) != last_count:
                 last_count, quiet_since = len(received), time.monotonic()
+        if node_process.poll() is not None:
+            raise BagError(f'the emotion node exited with code {node_process.returncode} during the replay')
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
