@@ -3,7 +3,7 @@ and the whole per-frame pipeline (face mesh + alignment + classification) on a r
 
   .venv/bin/python benchmarks/bench_model.py                      # the shipped model
   .venv/bin/python benchmarks/bench_model.py --model runs/x/best --json out.json
-  .venv/bin/python benchmarks/bench_model.py --architecture-default   # untrained full-width CNN-SE-GCN
+  .venv/bin/python benchmarks/bench_model.py --architecture pcnn      # an untrained default-size model
 """
 
 import argparse
@@ -16,8 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from fer_ros.model.checkpoint import checkpoint_paths, load_model
-from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig
+from fer_ros.model.checkpoint import ARCHITECTURES, checkpoint_paths, load_model
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.nodes.emotion_node import DEFAULT_MODEL
 from fer_ros.pipeline import EmotionPipeline, PipelineSettings
@@ -53,8 +52,8 @@ def model_latency(model, batch_sizes, repeats) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--model', help='checkpoint path (default: the shipped model)')
-    parser.add_argument('--architecture-default', action='store_true',
-                        help='time the default full-width architecture with random weights')
+    parser.add_argument('--architecture', choices=sorted(ARCHITECTURES),
+                        help='time this architecture at its default size with random weights')
     parser.add_argument('--batch-sizes', type=int, nargs='+', default=[1, 32])
     parser.add_argument('--repeats', type=int, default=30)
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
@@ -63,9 +62,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     report = {'threads': args.threads, 'torch': torch.__version__}
-    if args.architecture_default:
-        model = CNNSEGCN(CNNSEGCNConfig()).eval()
-        report['model'] = 'CNNSEGCNConfig() defaults, random weights'
+    if args.architecture:
+        config_class, model_class = ARCHITECTURES[args.architecture]
+        model = model_class(config_class()).eval()
+        report['model'] = f'{args.architecture} default config, random weights'
         path = None
     else:
         path = Path(args.model) if args.model else ModelStore([SHIPPED_MODEL_DIR]).resolve(DEFAULT_MODEL)

@@ -89,3 +89,20 @@ def test_ablation_trains_each_variant_and_writes_the_table(tmp_path):
     # A second run reuses the finished variants.
     assert run_ablation(REPO / 'config' / 'train_fer2013.yaml', tmp_path / 'ablation', overrides,
                         variants=('cnn', '+geometry')) == rows
+
+
+def test_fer_train_trains_the_pcnn_baseline(tmp_path):
+    if not FER2013.is_dir():
+        pytest.skip(f'FER-2013 data not found at {FER2013}')
+    torch.set_num_threads(1)
+    config = load_config(REPO / 'config' / 'train_fer2013_pcnn.yaml', [
+        f'output_dir={tmp_path / "pcnn"}', f'data.path={FER2013}', f'data.landmark_cache={tmp_path / "cache"}',
+        'data.max_per_class=4', 'model.local_widths=[8,8]', 'model.global_widths=[8,8,16]',
+        'model.feature_dim=16', 'model.heads=2', 'train.epochs=2', 'train.batch_size=14', 'train.num_workers=0',
+        'train.device=cpu'])
+    train(config)
+    with open(tmp_path / 'pcnn' / 'metrics.csv') as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and float(rows[0]['train_reconstruction']) > 0
+    model, metadata = load_model(tmp_path / 'pcnn' / 'best')
+    assert metadata['architecture'] == 'pcnn' and model.uses_landmarks

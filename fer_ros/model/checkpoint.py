@@ -13,9 +13,16 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from fer_ros.model.cnn_se_gcn import ARCHITECTURE, CNNSEGCN, CNNSEGCNConfig
+from fer_ros.model.baselines import PCNN, EfficientNetFER, EfficientNetFERConfig, PCNNConfig
+from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig
 
 FORMAT_VERSION = 1
+# architecture name in the JSON -> (config class, model class)
+ARCHITECTURES = {
+    CNNSEGCN.architecture: (CNNSEGCNConfig, CNNSEGCN),
+    EfficientNetFER.architecture: (EfficientNetFERConfig, EfficientNetFER),
+    PCNN.architecture: (PCNNConfig, PCNN),
+}
 DEFAULT_NAME = 'model'
 
 
@@ -51,7 +58,7 @@ def save_checkpoint(path, model, metadata, half=False):
     document = dict(metadata)
     document.update({
         'format_version': FORMAT_VERSION,
-        'architecture': ARCHITECTURE,
+        'architecture': model.architecture,
         'config': model.config.to_dict(),
         'labels': labels,
         'input_size': model.config.input_size,
@@ -77,17 +84,18 @@ def read_metadata(path):
     missing = [key for key in ('architecture', 'config', 'labels') if key not in metadata]
     if missing:
         raise ModelLoadError(f'model metadata {metadata_path} lacks {missing}')
-    if metadata['architecture'] != ARCHITECTURE:
+    if metadata['architecture'] not in ARCHITECTURES:
         raise ModelLoadError(f'unknown architecture {metadata["architecture"]!r} in {metadata_path}; '
-                             f'expected {ARCHITECTURE!r}')
+                             f'known: {sorted(ARCHITECTURES)}')
     return metadata
 
 
 def build_model(metadata):
     """An untrained model of the architecture described by the metadata."""
+    config_class, model_class = ARCHITECTURES[metadata['architecture']]
     try:
-        config = CNNSEGCNConfig.from_dict(metadata['config'])
-        model = CNNSEGCN(config)
+        config = config_class.from_dict(metadata['config'])
+        model = model_class(config)
     except (TypeError, ValueError) as error:
         raise ModelLoadError(f'invalid architecture config: {error}') from error
     if len(metadata['labels']) != config.num_classes:

@@ -37,6 +37,10 @@ class CNNSEGCNConfig:
     image_mean: float = 0.5077  # FER-2013 train pixel statistics in [0, 1]
     image_std: float = 0.2550
 
+    @property
+    def needs_landmarks(self):
+        return self.use_gcn or self.landmark_head
+
     def to_dict(self):
         return asdict(self)
 
@@ -84,6 +88,8 @@ class LandmarkHead(nn.Module):
 
 class CNNSEGCN(nn.Module):
     """Facial-expression classifier; ``use_se``/``use_gcn`` switch the ablations."""
+
+    architecture = ARCHITECTURE
 
     def __init__(self, config=None):
         super().__init__()

@@ -79,9 +79,12 @@ def generator_adversarial_loss(discriminator, generated_landmarks):
     return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
 
 
+LOSS_TERMS = ('focal', 'geometry', 'adversarial', 'fgsm', 'reconstruction')
+
+
 @dataclass
 class LossConfig:
-    """Weights (0 switches a term off) and term parameters."""
+    """Weights (0 switches a term off; an absent term is off) and term parameters."""
     weights: dict = field(default_factory=lambda: {'focal': 1.0, 'geometry': 0.1, 'adversarial': 0.01, 'fgsm': 0.5})
     focal_gamma: float = 2.0
     alpha_power: float = 0.5
@@ -95,7 +98,7 @@ class LossConfig:
         if unknown:
             raise ValueError(f'unknown loss config keys: {sorted(unknown)}')
         config = cls(**values)
-        unknown_terms = set(config.weights) - {'focal', 'geometry', 'adversarial', 'fgsm'}
+        unknown_terms = set(config.weights) - set(LOSS_TERMS)
         if unknown_terms:
             raise ValueError(f'unknown loss terms: {sorted(unknown_terms)}')
         return config
@@ -130,6 +133,10 @@ class TrainingObjective(nn.Module):
             terms['geometry'] = geometric_constraint_loss(output.landmarks, landmarks, landmark_mask)
         if cfg.weight('adversarial') and discriminator is not None and output.landmarks is not None:
             terms['adversarial'] = generator_adversarial_loss(discriminator, output.landmarks)
+        if cfg.weight('reconstruction'):
+            if getattr(output, 'reconstruction', None) is None:
+                raise ValueError('reconstruction loss needs a model that reconstructs the face (PCNN)')
+            terms['reconstruction'] = F.mse_loss(output.reconstruction.float(), images.float())
         if cfg.weight('fgsm'):
             attacked = model if attack_model is None else attack_model
             adversarial_images = fgsm(lambda x: attacked(x, landmarks).logits, images, targets, cfg.fgsm_eps)

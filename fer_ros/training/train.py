@@ -1,4 +1,4 @@
-"""``fer-train``: train CNN-SE-GCN from a YAML config, with exact resume and DDP.
+"""``fer-train``: train a model (CNN-SE-GCN by default; ``architecture:`` efficientnet_b2 or pcnn) from a YAML config.
 
 ``fer-train --config config/train_fer2013.yaml [--resume] [--set train.epochs=5 ...]``.
 Each epoch writes ``<output_dir>/last.pt`` (model, discriminator, optimizers,
@@ -24,8 +24,8 @@ from tqdm import tqdm
 from fer_ros.data.augment import FaceAugment
 from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
 from fer_ros.data.landmarks import LandmarkCache
-from fer_ros.model.checkpoint import load_training_state, save_checkpoint, save_training_state
-from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig, GeometryDiscriminator
+from fer_ros.model.checkpoint import ARCHITECTURES, load_training_state, save_checkpoint, save_training_state
+from fer_ros.model.cnn_se_gcn import GeometryDiscriminator
 from fer_ros.model.inference import resolve_device
 from fer_ros.model.losses import LossConfig, TrainingObjective, discriminator_loss
 from fer_ros.training.evaluate import classification_report, predict_loader
@@ -81,6 +81,15 @@ def limit_per_class(samples, limit, seed):
     return samples.subset(np.sort(np.concatenate(keep)))
 
 
+def model_config_of(config, num_classes):
+    """(config class instance, model class) of ``config['architecture']`` (default cnn_se_gcn)."""
+    architecture = config.get('architecture', 'cnn_se_gcn')
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f'unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}')
+    config_class, model_class = ARCHITECTURES[architecture]
+    return config_class.from_dict({**config.get('model', {}), 'num_classes': num_classes}), model_class
+
+
 def load_data(data_config, model_config, seed):
     """(train PreparedFaces, val PreparedFaces) as the config describes; fills the landmark cache."""
     kind, path = data_config['kind'], data_config['path']
@@ -93,8 +102,8 @@ def load_data(data_config, model_config, seed):
     if data_config.get('landmark_cache'):
         cache = LandmarkCache(data_config['landmark_cache'])
         cache.extract(list(train.images) + list(val.images), log=lambda line: print(line, flush=True))
-    elif model_config.use_gcn or model_config.landmark_head:
-        raise ValueError('use_gcn or landmark_head needs data.landmark_cache')
+    elif model_config.needs_landmarks:
+        raise ValueError('this model config uses landmarks: set data.landmark_cache')
     size = model_config.input_size
     return prepare_faces(train, cache, size), prepare_faces(val, cache, size)
 
@@ -113,12 +122,12 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.output_dir = Path(config['output_dir'])
         self.class_names = train_faces.class_names
-        self.model_config = CNNSEGCNConfig.from_dict({**config.get('model', {}),
-                                                      'num_classes': len(self.class_names)})
+        self.model_config, model_class = model_config_of(config, len(self.class_names))
         self.loss_config = LossConfig.from_dict(config.get('loss', {}))
-        self.model = CNNSEGCN(self.model_config).to(self.device)
+        self.model = model_class(self.model_config).to(self.device)
+        landmark_head = getattr(self.model_config, 'landmark_head', False)
         self.discriminator = None
-        if self.loss_config.weight('adversarial') and self.model_config.landmark_head:
+        if self.loss_config.weight('adversarial') and landmark_head:
             self.discriminator = GeometryDiscriminator(self.model_config.num_landmarks).to(self.device)
             self.discriminator_optimizer = torch.optim.Adam(self.discriminator.parameters(),
                                                             lr=self.train_config['discriminator_lr'],
@@ -134,7 +143,7 @@ class Trainer:
             geometry_used = self.loss_config.weight('geometry') or self.discriminator is not None
             self.train_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
-                find_unused_parameters=bool(self.model_config.landmark_head and not geometry_used))
+                find_unused_parameters=bool(landmark_head and not geometry_used))
         self.train_set = FaceDataset(train_faces, FaceAugment(**self.config.get('augment', {})))
         self.val_loader = DataLoader(FaceDataset(val_faces), batch_size=self.train_config['batch_size'] * 2,
                                      num_workers=self.train_config['num_workers'])
@@ -274,7 +283,7 @@ def train(config, resume=False):
     if distributed and not dist.is_initialized():
         dist.init_process_group('nccl' if torch.cuda.is_available() else 'gloo')
     seed_everything(config.get('seed', 0))
-    model_config = CNNSEGCNConfig.from_dict({**config.get('model', {}), 'num_classes': 1})
+    model_config, _ = model_config_of(config, num_classes=1)
     train_faces, val_faces = load_data(config['data'], model_config, config.get('seed', 0))
     trainer = Trainer(config, train_faces, val_faces)
     last = Path(config['output_dir']) / 'last.pt'

@@ -1,0 +1,86 @@
+"""EfficientNet-B2 and PCNN baselines: shapes, gradients, region sampling, checkpoints, inference."""
+
+import numpy as np
+import pytest
+import torch
+
+from fer_ros.labels import FER2013_LABELS
+from fer_ros.model.baselines import PCNN, PCNN_REGIONS, EfficientNetFER, EfficientNetFERConfig, PCNNConfig
+from fer_ros.model.checkpoint import load_model, save_checkpoint
+from fer_ros.model.inference import ExpressionClassifier
+from fer_ros.model.losses import LossConfig, TrainingObjective
+
+TINY_PCNN = PCNNConfig(local_widths=(8, 8), global_widths=(8, 8, 16), feature_dim=16, heads=2, dropout=0.0)
+
+
+def _batch(size=4, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(size, 1, 48, 48, generator=generator)
+    landmarks = 0.3 + 0.4 * torch.rand(size, 468, 3, generator=generator)
+    return images, landmarks
+
+
+def test_efficientnet_output_shapes_and_size():
+    model = EfficientNetFER(EfficientNetFERConfig(num_classes=7)).eval()
+    images, _ = _batch()
+    output = model(images)
+    assert output.logits.shape == (4, 7) and output.fused.shape == (4, 1408)
+    assert output.landmarks is None and output.reconstruction is None
+    assert not model.uses_landmarks
+    assert 7_000_000 < sum(p.numel() for p in model.parameters()) < 8_000_000
+
+
+def test_pcnn_patches_follow_the_landmarks():
+    sampler = PCNN(TINY_PCNN).regions
+    image = torch.zeros(1, 1, 48, 48)
+    image[..., 32:48, 2:18] = 1.0  # a bright square centred on x 10, y 40
+    landmarks = torch.full((1, 468, 3), 0.5)
+    landmarks[0, list(PCNN_REGIONS['mouth']), 0] = 10 / 48
+    landmarks[0, list(PCNN_REGIONS['mouth']), 1] = 40 / 48
+    patches = sampler(image, landmarks)
+    assert patches.shape == (1, len(PCNN_REGIONS), 1, 16, 16)
+    mouth = list(PCNN_REGIONS).index('mouth')
+    assert patches[0, mouth].min() > 0.999  # the 14 px patch lies inside the 16 px square
+    assert all(patches[0, i].mean() == 0 for i in range(len(PCNN_REGIONS)) if i != mouth)
+
+
+def test_pcnn_both_loss_phases_train_every_part():
+    torch.manual_seed(0)
+    model = PCNN(TINY_PCNN)
+    objective = TrainingObjective(LossConfig(weights={'focal': 1.0, 'reconstruction': 1.0}))
+    images, landmarks = _batch(8)
+    targets = torch.arange(8) % 7
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(15):
+        loss, terms, output = objective(model, images, landmarks, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        if not losses:
+            assert set(terms) == {'focal', 'reconstruction'}
+            assert output.reconstruction.shape == images.shape
+            silent = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+            assert not silent, silent
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+
+
+def test_pcnn_needs_landmarks():
+    with pytest.raises(ValueError, match='landmarks'):
+        PCNN(TINY_PCNN)(torch.rand(1, 1, 48, 48))
+
+
+@pytest.mark.parametrize('model', [EfficientNetFER(), PCNN(TINY_PCNN)], ids=['efficientnet_b2', 'pcnn'])
+def test_checkpoint_round_trip_and_classifier(model, tmp_path):
+    model.eval()
+    weights, _ = save_checkpoint(tmp_path / 'baseline', model, {'labels': list(FER2013_LABELS)})
+    loaded, metadata = load_model(weights)
+    assert metadata['architecture'] == model.architecture
+    images, landmarks = _batch(2)
+    with torch.no_grad():
+        assert torch.allclose(model(images, landmarks).logits, loaded(images, landmarks).logits, atol=1e-5)
+    classifier = ExpressionClassifier(weights, device='cpu')
+    crops = (images[:, 0].numpy() * 255).astype(np.uint8)
+    probabilities = classifier.predict(crops, landmarks.numpy())
+    assert probabilities.shape == (2, 7) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
