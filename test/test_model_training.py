@@ -106,3 +106,19 @@ def test_fer_train_trains_the_pcnn_baseline(tmp_path):
     assert len(rows) == 2 and float(rows[0]['train_reconstruction']) > 0
     model, metadata = load_model(tmp_path / 'pcnn' / 'best')
     assert metadata['architecture'] == 'pcnn' and model.uses_landmarks
+
+
+def test_fer_train_runs_the_efficientnet_recipe(tmp_path):
+    if not FER2013.is_dir():
+        pytest.skip(f'FER-2013 data not found at {FER2013}')
+    torch.set_num_threads(1)
+    config = load_config(REPO / 'config' / 'train_fer2013_efficientnet.yaml', [
+        f'output_dir={tmp_path / "effnet"}', f'data.path={FER2013}', 'data.max_per_class=2', 'train.epochs=2',
+        'train.warmup_epochs=1', 'train.batch_size=14', 'train.num_workers=0', 'train.device=cpu'])
+    train(config)
+    with open(tmp_path / 'effnet' / 'metrics.csv') as handle:
+        rates = [float(row['lr']) for row in csv.DictReader(handle)]
+    assert rates[0] == pytest.approx(0.1 * config['train']['lr'])  # the warm-up stage
+    model, metadata = load_model(tmp_path / 'effnet' / 'best')
+    assert metadata['architecture'] == 'efficientnet_b2' and not model.uses_landmarks
+    assert metadata['training_data']['val_from_train'] == '0.125'

@@ -9,6 +9,13 @@ Terms (see docs/model_design.md):
   take the reconstructed geometry for real; the discriminator itself is trained
   with BCE plus an R1 gradient penalty on real samples.
 * ``fgsm``: focal loss on FGSM examples of the batch (adversarial training).
+* ``reconstruction``: MSE between a model's reconstruction of the face image
+  and the image (PCNN's second loss phase).
+
+``label_smoothing`` eps mixes a uniform target into the classification term:
+``(1 - eps) * focal + eps * mean_c(-log p_c)``; with ``focal_gamma: 0`` this is
+label-smoothed cross-entropy. ``alpha_clip`` [lo, hi] clips the class weights
+(after normalising them to mean 1).
 """
 from dataclasses import dataclass, field, fields
 
@@ -20,24 +27,29 @@ from fer_ros.model.attacks import fgsm
 from fer_ros.model.landmark_graph import normalize_face_geometry
 
 
-def alpha_from_class_counts(counts, power=0.5):
-    """Per-class weights ``(1 / n_c) ** power``, normalised to mean 1."""
+def alpha_from_class_counts(counts, power=0.5, clip=None):
+    """Per-class weights ``(1 / n_c) ** power``, normalised to mean 1, optionally clipped to [lo, hi]."""
     counts = torch.as_tensor(counts, dtype=torch.float32).clamp_min(1.0)
     alpha = counts.pow(-power)
-    return alpha * len(alpha) / alpha.sum()
+    alpha = alpha * len(alpha) / alpha.sum()
+    return alpha if clip is None else alpha.clamp(*clip)
 
 
 class FocalLoss(nn.Module):
     """``mean_i alpha_{y_i} * (1 - p_{y_i}) ** gamma * -log p_{y_i}`` (Lin et al. 2017)."""
 
-    def __init__(self, alpha=None, gamma=2.0):
+    def __init__(self, alpha=None, gamma=2.0, label_smoothing=0.0):
         super().__init__()
         self.register_buffer('alpha', None if alpha is None else torch.as_tensor(alpha, dtype=torch.float32))
         self.gamma = gamma
+        self.label_smoothing = label_smoothing
 
     def forward(self, logits, targets):
-        log_probs = F.log_softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
+        all_log_probs = F.log_softmax(logits.float(), dim=1)
+        log_probs = all_log_probs.gather(1, targets[:, None]).squeeze(1)
         loss = -(1.0 - log_probs.exp()).pow(self.gamma) * log_probs
+        if self.label_smoothing:
+            loss = (1.0 - self.label_smoothing) * loss - self.label_smoothing * all_log_probs.mean(dim=1)
         if self.alpha is not None:
             loss = loss * self.alpha[targets]
         return loss.mean()
@@ -90,6 +102,8 @@ class LossConfig:
     alpha_power: float = 0.5
     r1_weight: float = 1.0
     fgsm_eps: float = 2 / 255
+    label_smoothing: float = 0.0
+    alpha_clip: tuple | None = None
 
     @classmethod
     def from_dict(cls, values):
@@ -113,8 +127,9 @@ class TrainingObjective(nn.Module):
     def __init__(self, config: LossConfig, class_counts=None):
         super().__init__()
         self.config = config
-        alpha = None if class_counts is None else alpha_from_class_counts(class_counts, config.alpha_power)
-        self.focal = FocalLoss(alpha, config.focal_gamma)
+        alpha = None if class_counts is None else alpha_from_class_counts(class_counts, config.alpha_power,
+                                                                          config.alpha_clip)
+        self.focal = FocalLoss(alpha, config.focal_gamma, config.label_smoothing)
 
     def forward(self, model, images, landmarks, targets, landmark_mask=None, discriminator=None, attack_model=None):
         """Returns (total loss, {term: detached value}, model output on the clean batch).

@@ -32,7 +32,7 @@ from fer_ros.training.evaluate import classification_report, predict_loader
 
 TRAIN_DEFAULTS = {'epochs': 30, 'batch_size': 64, 'lr': 1e-3, 'weight_decay': 5e-4, 'discriminator_lr': 2e-4,
                   'num_workers': 2, 'device': 'auto', 'amp': True, 'select_metric': 'accuracy',
-                  'half_checkpoint': False}
+                  'half_checkpoint': False, 'warmup_epochs': 0}
 
 
 def load_config(path, overrides=()):
@@ -90,11 +90,22 @@ def model_config_of(config, num_classes):
     return config_class.from_dict({**config.get('model', {}), 'num_classes': num_classes}), model_class
 
 
+def stratified_holdout(samples, fraction, seed):
+    """(train, validation) split of samples, stratified by label (e.g. 0.125 for 87.5% / 12.5%)."""
+    from sklearn.model_selection import train_test_split
+    indices = np.arange(len(samples))
+    train, held_out = train_test_split(indices, test_size=fraction, stratify=samples.labels, random_state=seed)
+    return samples.subset(np.sort(train)), samples.subset(np.sort(held_out))
+
+
 def load_data(data_config, model_config, seed):
     """(train PreparedFaces, val PreparedFaces) as the config describes; fills the landmark cache."""
     kind, path = data_config['kind'], data_config['path']
     train = data_config.get('train_samples') or load_samples(kind, path, data_config.get('train_split', 'train'))
-    val = data_config.get('val_samples') or load_samples(kind, path, data_config.get('val_split', 'val'))
+    if data_config.get('val_from_train'):
+        train, val = stratified_holdout(train, data_config['val_from_train'], seed)
+    else:
+        val = data_config.get('val_samples') or load_samples(kind, path, data_config.get('val_split', 'val'))
     if data_config.get('max_per_class'):
         train = limit_per_class(train, data_config['max_per_class'], seed)
         val = limit_per_class(val, data_config['max_per_class'], seed)
@@ -106,6 +117,16 @@ def load_data(data_config, model_config, seed):
         raise ValueError('this model config uses landmarks: set data.landmark_cache')
     size = model_config.input_size
     return prepare_faces(train, cache, size), prepare_faces(val, cache, size)
+
+
+def lr_schedule(optimizer, epochs, warmup_epochs):
+    """Cosine decay per epoch, after a linear warm-up from 10% of the LR when warmup_epochs > 0."""
+    scheduler = torch.optim.lr_scheduler
+    cosine = scheduler.CosineAnnealingLR(optimizer, max(1, epochs - warmup_epochs))
+    if not warmup_epochs:
+        return cosine
+    warmup = scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=warmup_epochs)
+    return scheduler.SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_epochs])
 
 
 class Trainer:
@@ -135,7 +156,7 @@ class Trainer:
         self.objective = TrainingObjective(self.loss_config, train_faces_class_counts(train_faces)).to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.train_config['lr'],
                                            weight_decay=self.train_config['weight_decay'])
-        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, self.train_config['epochs'])
+        self.scheduler = lr_schedule(self.optimizer, self.train_config['epochs'], self.train_config['warmup_epochs'])
         self.amp = bool(self.train_config['amp']) and self.device.type == 'cuda'
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
         self.train_model = self.model
