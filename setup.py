@@ -114,6 +114,7 @@ setup(
         'fer-eval = fer_ros.training.evaluate:cli',
         'fer-kfold = fer_ros.training.kfold:cli',
         'fer-ablation = fer_ros.training.ablation:cli',
+        'fer-compare = fer_ros.training.compare:cli',
         'fer-landmarks = fer_ros.data.landmarks:main',
         'fer-export = fer_ros.model.export:main',
         'fer-make-bag = fer_ros.bag.make:main',

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fer_ros.model.checkpoint import ARCHITECTURES, checkpoint_paths, load_model
+from fer_ros.model.profiling import forward_latency
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.nodes.emotion_node import DEFAULT_MODEL
 from fer_ros.pipeline import EmotionPipeline, PipelineSettings
@@ -33,20 +34,6 @@ def timed(function, repeats: int) -> np.ndarray:
         function()
         times.append(time.perf_counter() - start)
     return np.array(times)
-
-
-def model_latency(model, batch_sizes, repeats) -> dict:
-    size, landmarks = model.config.input_size, model.config.num_landmarks
-    results = {}
-    for batch in batch_sizes:
-        images = torch.rand(batch, 1, size, size)
-        points = torch.rand(batch, landmarks, 3) if model.uses_landmarks else None
-        with torch.no_grad():
-            seconds = timed(lambda: model(images, points), repeats)
-        results[batch] = {'batch_ms_median': 1e3 * float(np.median(seconds)),
-                          'face_ms_median': 1e3 * float(np.median(seconds)) / batch,
-                          'batch_ms_p95': 1e3 * float(np.percentile(seconds, 95))}
-    return results
 
 
 def main(argv=None) -> int:
@@ -74,7 +61,7 @@ def main(argv=None) -> int:
         report['model'] = str(path)
         report['weights_mb'] = weights.stat().st_size / 1e6
     report['parameters'] = sum(p.numel() for p in model.parameters())
-    report['latency'] = model_latency(model, args.batch_sizes, args.repeats)
+    report['latency'] = forward_latency(model, args.batch_sizes, args.repeats)
 
     if path is not None and SAMPLE_PHOTO.is_file():
         from fer_ros.model.inference import ExpressionClassifier

@@ -1,5 +1,6 @@
 """EfficientNet-B2 and PCNN baselines: shapes, gradients, region sampling, checkpoints, inference."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -84,3 +85,24 @@ def test_checkpoint_round_trip_and_classifier(model, tmp_path):
     crops = (images[:, 0].numpy() * 255).astype(np.uint8)
     probabilities = classifier.predict(crops, landmarks.numpy())
     assert probabilities.shape == (2, 7) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_compare_puts_every_architecture_in_one_table(tmp_path):
+    from fer_ros.training.compare import main as compare_main
+    folder = tmp_path / 'faces'
+    generator = np.random.default_rng(0)
+    for label in FER2013_LABELS:  # 48x48 noise images: only the table's plumbing is under test here
+        (folder / 'val' / label).mkdir(parents=True)
+        for index in range(2):
+            cv2.imwrite(str(folder / 'val' / label / f'{index}.png'), generator.integers(0, 255, (48, 48), np.uint8))
+    paths = []
+    for model in (EfficientNetFER(), PCNN(TINY_PCNN)):
+        weights, _ = save_checkpoint(tmp_path / model.architecture, model.eval(), {'labels': list(FER2013_LABELS)},
+                                     half=True)
+        paths.append(str(weights))
+    rows = compare_main(paths + ['--data', str(folder), '--landmark-cache', str(tmp_path / 'cache'),
+                                 '--repeats', '2', '--output', str(tmp_path / 'report')])
+    assert [row['architecture'] for row in rows] == ['efficientnet_b2', 'pcnn']
+    assert all(0 <= row['accuracy'] <= 1 and row['cpu_ms_per_face_batch1'] > 0 for row in rows)
+    assert rows[0]['weights_mb'] < 25
+    assert '| pcnn |' in (tmp_path / 'report' / 'comparison.md').read_text()

@@ -73,6 +73,27 @@ def plot_confusion_matrix(matrix, class_names, path, title=''):
     plt.close(figure)
 
 
+def evaluate_checkpoint(model_path, data, kind='fer2013', split='val', landmark_cache=None, device='auto',
+                        batch_size=256) -> dict:
+    """Classification report of a checkpoint on a dataset split (ValueError for a mismatch)."""
+    device = resolve_device(device)
+    model, metadata = load_model(model_path, device)
+    samples = load_samples(kind, data, split)
+    if tuple(samples.class_names) != tuple(metadata['labels']):
+        raise ValueError(f'dataset classes {samples.class_names} differ from model labels {metadata["labels"]}')
+    cache = None
+    if landmark_cache:
+        cache = LandmarkCache(landmark_cache)
+        cache.extract(samples.images)
+    elif model.uses_landmarks:
+        raise ValueError('this model uses landmarks: give a landmark cache (--landmark-cache)')
+    loader = DataLoader(FaceDataset(prepare_faces(samples, cache, model.config.input_size)), batch_size=batch_size)
+    report = classification_report(*predict_loader(model, loader, device), samples.class_names)
+    report.update({'model': str(model_path), 'data': str(data), 'split': split,
+                   'class_names': list(samples.class_names)})
+    return report
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='fer-eval', description=__doc__)
     parser.add_argument('model', help='checkpoint (dir, stem, .safetensors or .json)')
@@ -84,25 +105,15 @@ def main(argv=None):
     parser.add_argument('--device', default='auto')
     parser.add_argument('--batch-size', type=int, default=256)
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    model, metadata = load_model(args.model, device)
-    samples = load_samples(args.kind, args.data, args.split)
-    if tuple(samples.class_names) != tuple(metadata['labels']):
-        raise SystemExit(f'dataset classes {samples.class_names} differ from model labels {metadata["labels"]}')
-    cache = None
-    if args.landmark_cache:
-        cache = LandmarkCache(args.landmark_cache)
-        cache.extract(samples.images)
-    elif model.uses_landmarks:
-        raise SystemExit('this model uses landmarks: give --landmark-cache')
-    loader = DataLoader(FaceDataset(prepare_faces(samples, cache, model.config.input_size)),
-                        batch_size=args.batch_size)
-    report = classification_report(*predict_loader(model, loader, device), samples.class_names)
-    report.update({'model': str(args.model), 'data': str(args.data), 'split': args.split})
+    try:
+        report = evaluate_checkpoint(args.model, args.data, args.kind, args.split, args.landmark_cache, args.device,
+                                     args.batch_size)
+    except ValueError as error:
+        raise SystemExit(f'fer-eval: {error}') from None
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / 'report.json').write_text(json.dumps(report, indent=2))
-    plot_confusion_matrix(report['confusion_matrix'], samples.class_names, output / 'confusion_matrix.png',
+    plot_confusion_matrix(report['confusion_matrix'], report['class_names'], output / 'confusion_matrix.png',
                           f'{Path(args.model).name} on {Path(args.data).name}/{args.split}')
     print(f'accuracy {report["accuracy"]:.4f}  macro-F1 {report["macro_f1"]:.4f}  -> {output}/report.json')
     return report
