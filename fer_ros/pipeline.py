@@ -14,6 +14,7 @@ import numpy as np
 from fer_ros.affect import valence_arousal
 from fer_ros.model.inference import ExpressionClassifier, align_face
 from fer_ros.vision.face_mesh import FaceMeshDetector
+from fer_ros.vision.torch_face_mesh import TorchFaceMesh
 from fer_ros.vision.tracking import FaceTracker
 
 
@@ -38,6 +39,9 @@ class FaceEmotion:
         return float(np.max(self.probabilities))
 
 
+LANDMARK_BACKENDS = ('mediapipe', 'torch')
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     max_faces: int = 4
@@ -47,8 +51,12 @@ class PipelineSettings:
     track_max_age_s: float = 1.0
     smoothing: float = 1.0
     seen_crops: int = 64
+    landmark_backend: str = 'mediapipe'  # or 'torch' (fer_ros.vision.torch_face_mesh; no video_mode tracking)
+    landmark_device: str = 'cpu'
 
     def validate(self) -> None:
+        if self.landmark_backend not in LANDMARK_BACKENDS:
+            raise ValueError(f'landmark_backend must be one of {LANDMARK_BACKENDS}, got {self.landmark_backend!r}')
         if not 1 <= self.max_faces <= 32:
             raise ValueError(f'max_faces must be in [1, 32], got {self.max_faces}')
         if not 0.0 <= self.min_detection_confidence <= 1.0:
@@ -74,7 +82,7 @@ class EmotionPipeline:
         settings.validate()
         self.settings = settings
         self._classifier = classifier
-        self._streams: dict[str, tuple[FaceMeshDetector, FaceTracker]] = {}
+        self._streams: dict[str, tuple[FaceMeshDetector | TorchFaceMesh, FaceTracker]] = {}
         self._seen = deque(maxlen=settings.seen_crops)
         self._seen_lock = threading.Lock()
 
@@ -96,12 +104,14 @@ class EmotionPipeline:
         crops, landmarks = zip(*items)
         return np.stack(crops), np.stack(landmarks)
 
-    def _stream(self, name: str) -> tuple[FaceMeshDetector, FaceTracker]:
+    def _stream(self, name: str) -> tuple[FaceMeshDetector | TorchFaceMesh, FaceTracker]:
         if name not in self._streams:
             s = self.settings
-            self._streams[name] = (
-                FaceMeshDetector(s.max_faces, s.min_detection_confidence, video_mode=s.video_mode),
-                FaceTracker(s.track_iou_threshold, s.track_max_age_s, s.smoothing))
+            if s.landmark_backend == 'torch':
+                detector = TorchFaceMesh(s.max_faces, s.min_detection_confidence, device=s.landmark_device)
+            else:
+                detector = FaceMeshDetector(s.max_faces, s.min_detection_confidence, video_mode=s.video_mode)
+            self._streams[name] = (detector, FaceTracker(s.track_iou_threshold, s.track_max_age_s, s.smoothing))
         return self._streams[name]
 
     def process(self, image_bgr: np.ndarray, stream: str = 'default', now: float | None = None) -> list[FaceEmotion]:

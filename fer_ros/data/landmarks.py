@@ -22,6 +22,7 @@ from fer_ros.model.facemesh_constants import MEAN_TEMPLATE
 
 DETECTION_SIZE = 192
 DETECTION_PADDING = 64
+DETECTION_BATCH = 32  # images per detect_batch call
 
 
 def read_gray(path):
@@ -37,6 +38,23 @@ def mean_template():
     return np.asarray(MEAN_TEMPLATE, dtype=np.float32)
 
 
+def detection_input(gray):
+    """(padded RGB image, scale) for landmark detection: small crops upscaled to DETECTION_SIZE, then padded."""
+    height, width = gray.shape[:2]
+    scale = max(1.0, DETECTION_SIZE / min(height, width))
+    resized = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_CUBIC)
+    padded = cv2.copyMakeBorder(resized, *(DETECTION_PADDING,) * 4, cv2.BORDER_CONSTANT, value=0)
+    return (padded if padded.ndim == 3 else cv2.cvtColor(padded, cv2.COLOR_GRAY2RGB)), scale
+
+
+def crop_normalised(points_px, scale, width, height):
+    """Landmarks in padded detection-input pixels -> crop-normalised [468, 3] float32 of the original image."""
+    points = np.array(points_px, np.float32)
+    points[:, :2] -= DETECTION_PADDING
+    points /= scale
+    return points / np.array([width, height, width], np.float32)
+
+
 class FaceMeshDetector:
     """MediaPipe FaceMesh in static-image mode, 468 landmarks, no iris refinement."""
 
@@ -46,24 +64,48 @@ class FaceMeshDetector:
                                    min_detection_confidence=min_detection_confidence)
 
     def detect(self, gray):
-        """Crop-normalised landmarks [468, 3] float32 of the largest face, or None."""
-        height, width = gray.shape[:2]
-        scale = max(1.0, DETECTION_SIZE / min(height, width))
-        resized = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_CUBIC)
-        padded = cv2.copyMakeBorder(resized, *(DETECTION_PADDING,) * 4, cv2.BORDER_CONSTANT, value=0)
-        channels = padded if padded.ndim == 3 else cv2.cvtColor(padded, cv2.COLOR_GRAY2RGB)
-        result = self._face_mesh.process(channels)
-        if not result.multi_face_landmarks:
-            return None
-        points = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], np.float32)
-        padded_height, padded_width = padded.shape[:2]
-        points *= np.array([padded_width, padded_height, padded_width], np.float32)
-        points[:, :2] -= DETECTION_PADDING
-        points /= scale
-        return points / np.array([width, height, width], np.float32)
+        """Crop-normalised landmarks [468, 3] float32 of the image's face, or None."""
+        return self.detect_batch([gray])[0]
+
+    def detect_batch(self, grays):
+        """Crop-normalised landmarks [468, 3] float32 of each image's face, or None."""
+        results = []
+        for gray in grays:
+            rgb, scale = detection_input(gray)
+            result = self._face_mesh.process(rgb)
+            if not result.multi_face_landmarks:
+                results.append(None)
+                continue
+            points = np.array([(p.x, p.y, p.z) for p in result.multi_face_landmarks[0].landmark], np.float32)
+            points *= np.array([rgb.shape[1], rgb.shape[0], rgb.shape[1]], np.float32)
+            results.append(crop_normalised(points, scale, gray.shape[1], gray.shape[0]))
+        return results
 
     def close(self):
         self._face_mesh.close()
+
+
+class TorchFaceMeshDetector:
+    """The same detection with :class:`fer_ros.vision.torch_face_mesh.TorchFaceMesh`, batched (CPU or GPU)."""
+
+    def __init__(self, min_detection_confidence=0.5, device='cpu'):
+        from fer_ros.vision.torch_face_mesh import TorchFaceMesh
+        self._mesh = TorchFaceMesh(max_faces=1, min_detection_confidence=min_detection_confidence, device=device)
+
+    def detect(self, gray):
+        return self.detect_batch([gray])[0]
+
+    def detect_batch(self, grays):
+        inputs = [detection_input(gray) for gray in grays]
+        faces = self._mesh.detect_batch([rgb[..., ::-1] for rgb, _ in inputs])  # TorchFaceMesh takes BGR
+        return [crop_normalised(found[0].landmarks, scale, gray.shape[1], gray.shape[0]) if found else None
+                for found, (_, scale), gray in zip(faces, inputs, grays)]
+
+    def close(self):
+        self._mesh.close()
+
+
+BACKENDS = ('mediapipe', 'torch')
 
 
 def content_key(item):
@@ -87,8 +129,15 @@ class LandmarkCache:
     interrupted extraction resumes where it stopped.
     """
 
-    def __init__(self, cache_dir):
+    def __init__(self, cache_dir, backend='mediapipe', device='cpu'):
+        if backend not in BACKENDS:
+            raise ValueError(f'landmark backend must be one of {sorted(BACKENDS)}, got {backend!r}')
         self.cache_dir = Path(cache_dir)
+        self.backend, self.device = backend, device
+        recorded = self.cache_dir / 'backend.txt'
+        if recorded.is_file() and recorded.read_text().strip() != backend:
+            raise ValueError(f'landmark cache {self.cache_dir} was made with the {recorded.read_text().strip()} '
+                             f'backend, not {backend}: use another cache folder')
         self._landmarks = {}
         self._found = {}
         for chunk in sorted(self.cache_dir.glob('chunk_*.npz')):
@@ -121,17 +170,19 @@ class LandmarkCache:
                 keys.setdefault(key, image)
         todo = list(keys.items())
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        detector = FaceMeshDetector()
+        (self.cache_dir / 'backend.txt').write_text(self.backend)
+        detector = (TorchFaceMeshDetector(device=self.device) if self.backend == 'torch' else FaceMeshDetector())
         start = time.monotonic()
         new_without_face = 0
         try:
             for begin in range(0, len(todo), chunk_size):
                 batch = todo[begin:begin + chunk_size]
                 landmarks, found = [], []
-                for key, image in batch:
-                    points = detector.detect(load_image(image))
-                    found.append(points is not None)
-                    landmarks.append(mean_template() if points is None else points)
+                for offset in range(0, len(batch), DETECTION_BATCH):
+                    grays = [load_image(image) for _, image in batch[offset:offset + DETECTION_BATCH]]
+                    for points in detector.detect_batch(grays):
+                        found.append(points is not None)
+                        landmarks.append(mean_template() if points is None else points)
                 new_without_face += found.count(False)
                 self._write_chunk([key for key, _ in batch], np.stack(landmarks), np.array(found))
                 done = begin + len(batch)

@@ -34,7 +34,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from fer_ros.model.checkpoint import ModelLoadError
-from fer_ros.model.inference import ExpressionClassifier
+from fer_ros.model.inference import ExpressionClassifier, resolve_device
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelNameError, ModelStore
 from fer_ros.msg import EmotionArray, EmotionStamped, SelfCheckResult
 from fer_ros.nodes.ros_image import bgr_to_image_message, message_to_bgr
@@ -57,6 +57,8 @@ PARAMETERS = {
     'max_faces': (4, 'most faces per frame, 1 to 32'),
     'min_detection_confidence': (0.5, 'MediaPipe face detection threshold, 0 to 1'),
     'video_mode': (True, 'let MediaPipe track landmarks between frames of a stream (False: every frame alone)'),
+    'landmark_backend': ('mediapipe', 'face detection + mesh: mediapipe (CPU) or torch (same models in PyTorch, '
+                                      'on the inference device)'),
     'track_iou_threshold': (0.3, 'least box IoU for a face to keep its track id'),
     'track_max_age': (1.0, 'seconds a track survives without its face'),
     'smoothing': (1.0, 'per-track probability smoothing factor in (0, 1]; 1 disables smoothing'),
@@ -114,10 +116,10 @@ class EmotionNode(Node):
         super().__init__('emotion_node', **kwargs)
         for name, (default, description) in PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        settings = self._pipeline_settings()
         self._device = self._param('device')
         if self._device not in DEVICES:
             raise ValueError(f'parameter device must be one of {DEVICES}, got {self._device!r}')
+        settings = self._pipeline_settings()
         self._store = ModelStore([self._param('model_dir'), SHIPPED_MODEL_DIR])
         self._pipeline = EmotionPipeline(self._load_classifier(self._param('model')), settings)
         self._switch_lock = threading.Lock()
@@ -170,7 +172,9 @@ class EmotionNode(Node):
             track_iou_threshold=self._param('track_iou_threshold'),
             track_max_age_s=self._param('track_max_age'),
             smoothing=self._param('smoothing'),
-            seen_crops=self._param('seen_crops'))
+            seen_crops=self._param('seen_crops'),
+            landmark_backend=self._param('landmark_backend'),
+            landmark_device=str(resolve_device(self._param('device'))))
         settings.validate()
         if self._param('self_check_samples') < 1:
             raise ValueError('parameter self_check_samples must be >= 1')
