@@ -9,7 +9,8 @@ MediaPipe's face_detection_short_range and face_landmark graphs:
    anchors; sigmoid scores >= min_detection_confidence; weighted NMS (IoU 0.3);
 3. per face, a square ROI 1.5x the box's long side, rotated so the eyes are
    level, cut to 192x192 in [0, 1] (grid_sample, border replicate);
-4. the face mesh on all faces of all frames in one batch; the 468 points are
+4. the face mesh on all faces of all frames in one batch; faces whose
+   face-presence score is below 0.5 are dropped, the 468 points of the others
    projected back to image pixels (z in the same scale as x).
 
 Works on the CPU and on CUDA. The models are MediaPipe's (Apache License 2.0,
@@ -31,6 +32,7 @@ MESH_SIZE = 192
 ROI_SCALE = 1.5
 NMS_IOU = 0.3
 SCORE_CLIP = 100.0
+MIN_PRESENCE = 0.5  # face-presence score of the mesh, below which MediaPipe drops the face
 
 
 def mediapipe_model_dir() -> Path:
@@ -136,7 +138,10 @@ class TorchFaceMesh:
         outputs = self.mesh(torch.cat(crops).permute(0, 2, 3, 1))
         raw = outputs[self._mesh_outputs[0]].reshape(-1, NUM_LANDMARKS, 3) / MESH_SIZE
         points = self._project(raw, all_rois).cpu().numpy()
-        for owner, face_points in zip(owners, points):
+        present = (torch.sigmoid(outputs[self._mesh_outputs[1]].reshape(-1)) >= MIN_PRESENCE).cpu().numpy()
+        for owner, face_points, is_face in zip(owners, points, present):
+            if not is_face:
+                continue
             height, width = images_bgr[owner].shape[:2]
             box = landmark_box(face_points, width, height)
             if box[2] > 1 and box[3] > 1:
