@@ -8,7 +8,7 @@ whole batch. Only the operators of MediaPipe's face models are supported
 (CONV_2D, DEPTHWISE_CONV_2D, ADD, PRELU, RELU, MAX_POOL_2D, PAD, RESHAPE,
 CONCATENATION, DEQUANTIZE); anything else is refused when loading.
 
-Converting on load takes about 25 ms per model on a laptop-class CPU core, so
+Converting on load takes about 25 ms per model (measured on a 2-core machine), so
 no converted copy is cached on disk.
 
 Layout: 4-D activations are NCHW inside the module; inputs and outputs use the
