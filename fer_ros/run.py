@@ -76,6 +76,7 @@ def wait_for_subscribers(topics: list[str], processes: list[subprocess.Popen], t
 
 
 def stop(processes: list[subprocess.Popen]) -> None:
+    """SIGINT (a clean ROS shutdown) to each process still running; kill what has not ended 10 s later."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGINT)

@@ -17,6 +17,7 @@ import numpy as np
 from fer_ros.bag.io import COMPRESSED_IMAGE, EMOTION_ARRAY, BagError, BagReader, BagWriter, stamp_ns
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.pipeline import EmotionPipeline, PipelineSettings
+from fer_ros.run import stop
 
 STATUSES = ('face', 'no_face', 'skipped', 'bad')
 OUTPUT_TOPIC = '/emotion'
@@ -160,12 +161,7 @@ def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
-        node_process.send_signal(2)
-        try:
-            node_process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            node_process.kill()
-            node_process.wait()
+        stop([node_process])
     # Throughput over the replay itself: first frame sent to last result received.
     wall = (received[-1][0] - min(sent_ns.values())) * 1e-9 if received else time.perf_counter() - start
 

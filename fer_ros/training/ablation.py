@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from fer_ros.model.checkpoint import load_model
+from fer_ros.training import console_script
 from fer_ros.training.train import load_config, train
 
 NO_LOSS_TERMS = 'loss.weights={focal: 1.0, geometry: 0, adversarial: 0, fgsm: 0}'
@@ -81,10 +82,7 @@ def main(argv=None):
     return rows
 
 
-def cli() -> int:
-    """Console script entry point (main returns the rows for programmatic use)."""
-    main()
-    return 0
+cli = console_script(main)
 
 
 if __name__ == '__main__':

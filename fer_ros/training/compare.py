@@ -16,6 +16,7 @@ import torch
 
 from fer_ros.model.checkpoint import checkpoint_paths, load_model
 from fer_ros.model.profiling import forward_latency
+from fer_ros.training import console_script
 from fer_ros.training.evaluate import evaluate_checkpoint
 
 
@@ -69,10 +70,7 @@ def main(argv=None):
     return rows
 
 
-def cli() -> int:
-    """Console script entry point (main returns the rows for programmatic use)."""
-    main()
-    return 0
+cli = console_script(main)
 
 
 if __name__ == '__main__':

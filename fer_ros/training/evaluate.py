@@ -12,6 +12,7 @@ from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
 from fer_ros.data.landmarks import LandmarkCache
 from fer_ros.model.checkpoint import load_model
 from fer_ros.model.inference import resolve_device
+from fer_ros.training import console_script
 
 
 @torch.no_grad()
@@ -119,10 +120,7 @@ def main(argv=None):
     return report
 
 
-def cli() -> int:
-    """Console script entry point (main returns the results for programmatic use)."""
-    main()
-    return 0
+cli = console_script(main)
 
 
 if __name__ == '__main__':

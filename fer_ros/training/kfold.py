@@ -15,6 +15,7 @@ import numpy as np
 
 from fer_ros.data.datasets import load_samples
 from fer_ros.data.splits import subject_kfold
+from fer_ros.training import console_script
 from fer_ros.training.train import load_config, train
 
 
@@ -63,10 +64,7 @@ def main(argv=None):
     return summary
 
 
-def cli() -> int:
-    """Console script entry point (main returns the results for programmatic use)."""
-    main()
-    return 0
+cli = console_script(main)
 
 
 if __name__ == '__main__':

@@ -28,6 +28,7 @@ from fer_ros.model.checkpoint import ARCHITECTURES, load_training_state, save_ch
 from fer_ros.model.cnn_se_gcn import GeometryDiscriminator
 from fer_ros.model.inference import resolve_device
 from fer_ros.model.losses import LossConfig, TrainingObjective, discriminator_loss
+from fer_ros.training import console_script
 from fer_ros.training.evaluate import classification_report, predict_loader
 
 TRAIN_DEFAULTS = {'epochs': 30, 'batch_size': 64, 'lr': 1e-3, 'weight_decay': 5e-4, 'discriminator_lr': 2e-4,
@@ -330,10 +331,7 @@ def main(argv=None):
     return best
 
 
-def cli() -> int:
-    """Console script entry point (main returns the results for programmatic use)."""
-    main()
-    return 0
+cli = console_script(main)
 
 
 if __name__ == '__main__':
