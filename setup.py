@@ -102,7 +102,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=[PACKAGE, f'{PACKAGE}.*']),
-    package_data={PACKAGE: ['weights/*.safetensors', 'weights/*.json']},
+    package_data={PACKAGE: ['weights/*.safetensors', 'weights/*.json', 'weights/*.md']},
     distclass=BinaryDistribution,
     cmdclass={'build_py': BuildWithInterfaces},
     entry_points={'console_scripts': [

@@ -8,8 +8,9 @@ CompressedImage with --compressed) and the ground truth on ``--label-topic``
 (std_msgs/String, the label from each message until the next; "" ends it).
 The same labels are written beside the bag as ``<bag>.labels.csv`` (start,
 end, label; seconds since the bag start). Dataset faces are scaled to
-``--face-size`` pixels and centred in a ``--size`` frame; each image is shown
-for ``--hold`` frames. Video frames are letterboxed to ``--size``. Stamps start
+``--face-size`` pixels and centred in a ``--size`` frame whose surround repeats
+the image's border pixels (``--background`` for a plain gray); each image is
+shown for ``--hold`` frames. Video frames are letterboxed to ``--size``. Stamps start
 at a fixed time, so the same inputs always give the same bag (MCAP default).
 """
 
@@ -24,23 +25,29 @@ from fer_ros.bag.labels import read_sidecar, write_sidecar_csv
 from fer_ros.data.datasets import folder_samples
 
 BAG_START_NS = 1_700_000_000 * 1_000_000_000
-BACKGROUND = 96
 
 
 def sidecar_path(bag: Path) -> Path:
     return bag.with_name(bag.name + '.labels.csv')
 
 
-def place_face(face: np.ndarray, size: tuple[int, int], face_size: int) -> np.ndarray:
-    """A BGR camera frame with the face image scaled to face_size (longer side) at its centre."""
+def place_face(face: np.ndarray, size: tuple[int, int], face_size: int, background: int | None = None) -> np.ndarray:
+    """A BGR camera frame with the face image scaled to face_size (longer side) at its centre.
+
+    Around the face the frame repeats the face image's border pixels (as the
+    crops of training replicate their borders), or is the gray level ``background``.
+    """
     width, height = size
     if face.ndim == 2:
         face = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
     scale = face_size / max(face.shape[:2])
     face = cv2.resize(face, (round(face.shape[1] * scale), round(face.shape[0] * scale)),
                       interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
-    frame = np.full((height, width, 3), BACKGROUND, np.uint8)
     y, x = (height - face.shape[0]) // 2, (width - face.shape[1]) // 2
+    if background is None:
+        return cv2.copyMakeBorder(face, y, height - face.shape[0] - y, x, width - face.shape[1] - x,
+                                  cv2.BORDER_REPLICATE)
+    frame = np.full((height, width, 3), background, np.uint8)
     frame[y:y + face.shape[0], x:x + face.shape[1]] = face
     return frame
 
@@ -69,8 +76,8 @@ def dataset_selection(root, per_class: int | None) -> list[tuple[Path, str]]:
 
 
 def bag_from_folder(root, bag, *, per_class=None, rate=10.0, hold=1, size=(640, 480), face_size=240,
-                    topic='/camera/image_raw', label_topic='/labels', frame_id='camera', compressed=False,
-                    storage='mcap') -> dict:
+                    background=None, topic='/camera/image_raw', label_topic='/labels', frame_id='camera',
+                    compressed=False, storage='mcap') -> dict:
     """Write a labelled bag of dataset faces; returns counts."""
     selection = dataset_selection(root, per_class)
     if not selection:
@@ -82,7 +89,7 @@ def bag_from_folder(root, bag, *, per_class=None, rate=10.0, hold=1, size=(640, 
             face = cv2.imread(str(path))
             if face is None:
                 raise BagError(f'cannot read image {path}')
-            frame = place_face(face, size, face_size)
+            frame = place_face(face, size, face_size, background)
             start_ns = BAG_START_NS + frames * period_ns
             writer.write(label_topic, writer.string(label), start_ns)
             for _ in range(hold):
@@ -141,6 +148,8 @@ def main(argv=None) -> int:
     folder.add_argument('--per-class', type=int, default=None, help='at most this many images per class')
     folder.add_argument('--hold', type=int, default=1, help='frames per image')
     folder.add_argument('--face-size', type=int, default=240, help='face size in pixels in the frame')
+    folder.add_argument('--background', type=int, default=None,
+                        help='gray level around the face (0-255); default: repeat the image border')
     video = sources.add_parser('video', help='a video, optionally with an interval label file')
     video.add_argument('video', type=Path)
     video.add_argument('--labels', type=Path, help='CSV/YAML intervals (start, end, label) in video seconds')
@@ -159,7 +168,8 @@ def main(argv=None) -> int:
     try:
         if args.source == 'folder':
             result = bag_from_folder(args.dataset, args.bag, per_class=args.per_class, rate=args.rate or 10.0,
-                                     hold=args.hold, face_size=args.face_size, **common)
+                                     hold=args.hold, face_size=args.face_size, background=args.background,
+                                     **common)
         else:
             result = bag_from_video(args.video, args.bag, args.labels, rate=args.rate, **common)
     except (BagError, ValueError, FileNotFoundError) as error:
