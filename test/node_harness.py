@@ -130,7 +130,7 @@ def running_emotion_node(parameters):
         yield node, camera
     finally:
         executor.shutdown()
+        spinner.join(timeout=10)
         node.destroy_node()
         camera.destroy_node()
         rclpy.shutdown(context=context)
-        spinner.join(timeout=10)
