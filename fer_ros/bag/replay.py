@@ -10,13 +10,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from fer_ros.bag.io import COMPRESSED_IMAGE, EMOTION_ARRAY, BagError, BagReader, BagWriter, stamp_ns
 from fer_ros.model.inference import ExpressionClassifier
-from fer_ros.pipeline import EmotionPipeline, PipelineSettings
+from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings
+from fer_ros.resources import share_file
 from fer_ros.run import stop
 
 STATUSES = ('face', 'no_face', 'skipped', 'bad')
@@ -24,34 +24,18 @@ OUTPUT_TOPIC = '/emotion'
 
 
 @dataclass
-class FaceResult:
-    face_id: str
-    box: tuple[int, int, int, int]
-    labels: tuple[str, ...]
-    probabilities: np.ndarray
-
-    @property
-    def label(self) -> str:
-        return self.labels[int(np.argmax(self.probabilities))]
-
-    @property
-    def area(self) -> int:
-        return self.box[2] * self.box[3]
-
-
-@dataclass
 class FrameResult:
     index: int
     stamp_ns: int
     status: str
-    faces: list[FaceResult] = field(default_factory=list)
+    faces: list[FaceEmotion] = field(default_factory=list)
     latency_s: float | None = None  # live: frame sent -> result received; offline: processing time
     error: str = ''
 
     @property
-    def primary(self) -> FaceResult | None:
+    def primary(self) -> FaceEmotion | None:
         """The largest face: the one scored against the frame's label."""
-        return max(self.faces, key=lambda f: f.area) if self.faces else None
+        return max(self.faces, key=lambda f: f.box[2] * f.box[3]) if self.faces else None
 
 
 @dataclass
@@ -78,9 +62,8 @@ def run_offline(bag, topic: str, classifier: ExpressionClassifier, settings: Pip
                 begin = time.perf_counter()
                 faces = pipeline.process(frame.image, stream=topic, now=frame.stamp_ns * 1e-9)
                 elapsed = time.perf_counter() - begin
-                results.append(FrameResult(
-                    frame.index, frame.stamp_ns, 'face' if faces else 'no_face',
-                    [FaceResult(f.face_id, f.box, f.labels, f.probabilities) for f in faces], elapsed))
+                results.append(FrameResult(frame.index, frame.stamp_ns, 'face' if faces else 'no_face', faces,
+                                           elapsed))
     finally:
         pipeline.close()
     if not results:
@@ -88,9 +71,10 @@ def run_offline(bag, topic: str, classifier: ExpressionClassifier, settings: Pip
     return ReplayRun('offline', topic, classifier.name, results, time.perf_counter() - start)
 
 
-def faces_of_emotion_array(message) -> list[FaceResult]:
-    return [FaceResult(e.face_id, (int(e.roi.x_offset), int(e.roi.y_offset), int(e.roi.width), int(e.roi.height)),
-                       tuple(e.labels), np.asarray(e.probabilities, np.float32)) for e in message.emotions]
+def faces_of_emotion_array(message) -> list[FaceEmotion]:
+    return [FaceEmotion(e.face_id, (int(e.roi.x_offset), int(e.roi.y_offset), int(e.roi.width), int(e.roi.height)),
+                        tuple(e.labels), np.asarray(e.probabilities, np.float32), float(e.valence), float(e.arousal),
+                        e.model) for e in message.emotions]
 
 
 def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float = 1.0,
@@ -117,7 +101,7 @@ def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float
     input_params = ([f'compressed_image_topics:=[{topic}]', "image_topics:=['']"] if compressed
                     else [f'image_topics:=[{topic}]', "compressed_image_topics:=['']"])
     command = [sys.executable, '-m', 'fer_ros.nodes.emotion_node', '--ros-args',
-               '--params-file', str(_params_file()), '-r', f'emotion:={OUTPUT_TOPIC}']
+               '--params-file', str(share_file('config/emotion.yaml')), '-r', f'emotion:={OUTPUT_TOPIC}']
     for param in input_params + list(node_params):
         command += ['-p', param]
     node_process = subprocess.Popen(command)
@@ -195,11 +179,6 @@ def score_recording(frames, output_bag, sent_ns: dict[int, int] | None = None) -
             faces = faces_of_emotion_array(message)
             results.append(FrameResult(frame.index, frame.stamp_ns, 'face' if faces else 'no_face', faces, latency))
     return results
-
-
-def _params_file() -> Path:
-    from fer_ros.run import default_params_file
-    return default_params_file()
 
 
 def _model_param(node_params: list[str]) -> str:

@@ -125,10 +125,10 @@ def _plot_timeline(run: ReplayRun, labels, path: Path) -> None:
     start = run.frames[0].stamp_ns
     figure, axes = plt.subplots(figsize=(10, 4))
     if labels is not None:
-        truth = [(f.stamp_ns - start) * 1e-9 for f in run.frames if labels.label_at(f.stamp_ns) in class_names]
-        values = [class_names.index(labels.label_at(f.stamp_ns)) for f in run.frames
-                  if labels.label_at(f.stamp_ns) in class_names]
-        axes.scatter(truth, values, s=60, color='lightgray', label='label', zorder=1)
+        truth = [((f.stamp_ns - start) * 1e-9, labels.label_at(f.stamp_ns)) for f in run.frames]
+        truth = [(time_s, class_names.index(label)) for time_s, label in truth if label in class_names]
+        if truth:
+            axes.scatter(*zip(*truth), s=60, color='lightgray', label='label', zorder=1)
     tracks: dict[str, list[tuple[float, int]]] = {}
     for frame in run.frames:
         for face in frame.faces:

@@ -14,7 +14,7 @@ Both take the same inputs as CNN-SE-GCN (``image`` [B, 1, S, S] in [0, 1],
 ``landmarks`` [B, N, 3] crop-normalised) and return a :class:`BaselineOutput`.
 """
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import efficientnet_b2
 
+from fer_ros.model.config import ConfigDict
 from fer_ros.model.landmark_graph import NUM_LANDMARKS
 
 # Face-mesh landmark indices whose mean locates each PCNN region (MediaPipe
@@ -42,21 +43,8 @@ class BaselineOutput(NamedTuple):
     reconstruction: Optional[torch.Tensor] = None  # PCNN: [B, 1, S, S] in [0, 1]
 
 
-class _ConfigMixin:
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        """Build from a dict; unknown keys raise ValueError, lists become tuples."""
-        unknown = set(values) - {field.name for field in fields(cls)}
-        if unknown:
-            raise ValueError(f'unknown {cls.__name__} keys: {sorted(unknown)}')
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
-
-
 @dataclass
-class EfficientNetFERConfig(_ConfigMixin):
+class EfficientNetFERConfig(ConfigDict):
     num_classes: int = 7
     input_size: int = 48
     in_channels: int = 1
@@ -91,7 +79,7 @@ class EfficientNetFER(nn.Module):
 
 
 @dataclass
-class PCNNConfig(_ConfigMixin):
+class PCNNConfig(ConfigDict):
     num_classes: int = 7
     input_size: int = 48
     in_channels: int = 1

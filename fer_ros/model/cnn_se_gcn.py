@@ -4,12 +4,13 @@ Inputs: ``image`` [B, 1, 48, 48] float in [0, 1] (standardised inside the
 model) and ``landmarks`` [B, 468, 3] crop-normalised (x, y in [0, 1] of the
 crop, z in crop widths, as :func:`fer_ros.model.inference.align_face` returns).
 """
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
 
+from fer_ros.model.config import ConfigDict
 from fer_ros.model.gcn import LandmarkGCN
 from fer_ros.model.landmark_graph import NUM_LANDMARKS, normalize_face_geometry
 from fer_ros.model.se_resnet import SEResNet
@@ -18,7 +19,7 @@ ARCHITECTURE = 'cnn_se_gcn'
 
 
 @dataclass
-class CNNSEGCNConfig:
+class CNNSEGCNConfig(ConfigDict):
     """Architecture hyper-parameters; stored in every checkpoint's JSON."""
     num_classes: int = 7
     input_size: int = 48
@@ -41,17 +42,6 @@ class CNNSEGCNConfig:
     def needs_landmarks(self):
         return self.use_gcn or self.landmark_head
 
-    def to_dict(self):
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values):
-        """Build from a dict; unknown keys raise ValueError, lists become tuples."""
-        known = {field.name for field in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ValueError(f'unknown CNNSEGCNConfig keys: {sorted(unknown)}')
-        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in values.items()})
 
 
 class CNNSEGCNOutput(NamedTuple):
