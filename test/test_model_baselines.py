@@ -1,5 +1,7 @@
 """EfficientNet-B2 and PCNN baselines: shapes, gradients, region sampling, checkpoints, inference."""
 
+import math
+
 import cv2
 import numpy as np
 import pytest
@@ -29,6 +31,16 @@ def test_efficientnet_output_shapes_and_size():
     assert output.landmarks is None and output.reconstruction is None
     assert not model.uses_landmarks
     assert 7_000_000 < sum(p.numel() for p in model.parameters()) < 8_000_000
+
+
+def test_efficientnet_starts_near_chance():
+    # The head is initialised for 7 classes: the initial loss is close to ln 7, not torchvision's 1000-class scale.
+    torch.manual_seed(0)
+    model = EfficientNetFER(EfficientNetFERConfig(num_classes=7)).train()
+    images = torch.rand(32, 1, 48, 48)
+    logits = model(images).logits
+    loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 7, (32,)))
+    assert abs(loss.item() - math.log(7)) < 0.3 and logits.std() < 1.0
 
 
 def test_pcnn_patches_follow_the_landmarks():

@@ -125,7 +125,8 @@ def test_fer_train_runs_the_efficientnet_recipe(tmp_path):
         pytest.skip(f'FER-2013 data not found at {FER2013}')
     torch.set_num_threads(1)
     config = load_config(REPO / 'config' / 'train_fer2013_efficientnet.yaml', [
-        f'output_dir={tmp_path / "effnet"}', f'data.path={FER2013}', 'data.max_per_class=2', 'train.epochs=2',
+        f'output_dir={tmp_path / "effnet"}', f'data.path={FER2013}', f'data.landmark_cache={tmp_path / "cache"}',
+        'data.max_per_class=2', 'train.epochs=2',
         'train.warmup_epochs=1', 'train.batch_size=14', 'train.num_workers=0', 'train.device=cpu'])
     train(config)
     with open(tmp_path / 'effnet' / 'metrics.csv') as handle:

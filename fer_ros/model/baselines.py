@@ -72,6 +72,11 @@ class EfficientNetFER(nn.Module):
         network.features[0][0] = nn.Conv2d(cfg.in_channels, stem.out_channels, 3, cfg.stem_stride, 1, bias=False)
         self.features, self.pool = network.features, network.avgpool
         self.dropout, self.classifier = network.classifier[0], network.classifier[1]
+        # torchvision scales the head's init by 1/sqrt(num_classes), made for 1000 classes: with 7 the
+        # initial logits are large (loss about 4 instead of ln 7) and training stalls. Scale by the fan-in.
+        bound = self.classifier.in_features ** -0.5
+        nn.init.uniform_(self.classifier.weight, -bound, bound)
+        nn.init.zeros_(self.classifier.bias)
 
     def forward(self, image, landmarks=None):
         features = self.pool(self.features((image - self.image_mean) / self.image_std)).flatten(1)
