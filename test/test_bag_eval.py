@@ -3,6 +3,8 @@
 import json
 import shutil
 
+import cv2
+import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
@@ -123,6 +125,12 @@ def test_fer_eval_frames_command_writes_report_predictions_and_plot(face_folder,
     with pytest.raises(SystemExit, match='does not fit'):
         eval_main([str(model_dir / 'tiny'), str(face_folder), '--kind', 'folder', '--protocol', 'frames',
                    '--face-size', '600', '--output', str(tmp_path)])
+    blank = tmp_path / 'blank' / 'happy'
+    blank.mkdir(parents=True)
+    cv2.imwrite(str(blank / 'gray.png'), np.full((48, 48), 128, np.uint8))
+    with pytest.raises(SystemExit, match='no face found in any of the 1 frames'):
+        eval_main([str(model_dir / 'tiny'), str(blank.parent), '--kind', 'folder', '--protocol', 'frames',
+                   '--output', str(tmp_path / 'blank_report')])
 
 
 def test_compressed_sqlite3_video_bag_with_interval_labels(samples_dir, model_dir, tmp_path):

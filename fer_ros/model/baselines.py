@@ -73,7 +73,7 @@ class EfficientNetFER(nn.Module):
         self.features, self.pool = network.features, network.avgpool
         self.dropout, self.classifier = network.classifier[0], network.classifier[1]
         # torchvision scales the head's init by 1/sqrt(num_classes), made for 1000 classes: with 7 the
-        # initial logits are large (loss about 4 instead of ln 7) and training stalls. Scale by the fan-in.
+        # initial logits are large (loss about 4 instead of ln 7). Scale by the fan-in instead.
         bound = self.classifier.in_features ** -0.5
         nn.init.uniform_(self.classifier.weight, -bound, bound)
         nn.init.zeros_(self.classifier.bias)

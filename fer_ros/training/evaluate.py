@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 from torch.utils.data import DataLoader
-
 from tqdm import tqdm
 
 from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
@@ -172,6 +171,8 @@ def evaluate_in_frames(model_path, data, kind='fer2013', split='val', *, frame_s
                 probabilities[index], found[index] = largest.probabilities, True
     finally:
         pipeline.close()
+    if not found.any():
+        raise ValueError(f'no face found in any of the {len(samples)} frames (try another --face-size)')
     report = classification_report(probabilities[found], samples.labels[found], samples.class_names)
     report.update({'protocol': 'frames', 'model': str(model_path), 'data': str(data), 'split': split,
                    'class_names': list(samples.class_names), 'num_images': int(len(samples)),
