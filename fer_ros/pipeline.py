@@ -39,6 +39,11 @@ class FaceEmotion:
         return float(np.max(self.probabilities))
 
 
+def largest_face(faces: list[FaceEmotion]) -> FaceEmotion | None:
+    """The face with the largest box (the one scored against a frame's label), or None."""
+    return max(faces, key=lambda face: face.box[2] * face.box[3]) if faces else None
+
+
 LANDMARK_BACKENDS = ('mediapipe', 'torch')
 
 

@@ -10,8 +10,8 @@ from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.msg import EmotionStamped
 from fer_ros.nodes.emotion_node import DEFAULT_MODEL
-from fer_ros.srv import SwitchModel
 from fer_ros.pipeline import EmotionPipeline, PipelineSettings
+from fer_ros.srv import SwitchModel
 from node_harness import running_emotion_node
 
 MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
@@ -32,7 +32,7 @@ def test_shipped_weights_are_small_and_described(name):
     assert metadata['name'] == name and metadata['architecture'] == SHIPPED_MODELS[name]
     assert tuple(metadata['labels']) == FER2013_LABELS
     assert all(getattr(EmotionStamped, label.upper()) == label for label in metadata['labels'])
-    assert metadata['metrics']['val_accuracy'] > 0.4
+    assert metadata['metrics']['val_accuracy'] > 0.5
     assert (SHIPPED_MODEL_DIR / f'{name}.md').is_file(), 'model card missing'
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from fer_ros.bag.io import COMPRESSED_IMAGE, EMOTION_ARRAY, BagError, BagReader, BagWriter, stamp_ns
 from fer_ros.model.inference import ExpressionClassifier
-from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings
+from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings, largest_face
 from fer_ros.resources import share_file
 from fer_ros.run import stop
 
@@ -35,7 +35,7 @@ class FrameResult:
     @property
     def primary(self) -> FaceEmotion | None:
         """The largest face: the one scored against the frame's label."""
-        return max(self.faces, key=lambda f: f.box[2] * f.box[3]) if self.faces else None
+        return largest_face(self.faces)
 
 
 @dataclass

@@ -43,7 +43,6 @@ class CNNSEGCNConfig(ConfigDict):
         return self.use_gcn or self.landmark_head
 
 
-
 class CNNSEGCNOutput(NamedTuple):
     logits: torch.Tensor                 # [B, num_classes]
     fused: torch.Tensor                  # [B, fusion_dim]

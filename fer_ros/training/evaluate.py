@@ -30,7 +30,7 @@ from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
 from fer_ros.data.landmarks import LandmarkCache
 from fer_ros.model.checkpoint import load_model
 from fer_ros.model.inference import ExpressionClassifier, resolve_device
-from fer_ros.pipeline import EmotionPipeline, PipelineSettings
+from fer_ros.pipeline import EmotionPipeline, PipelineSettings, largest_face
 from fer_ros.training import console_script
 from fer_ros.vision.framing import as_bgr, place_face
 from fer_ros.vision.image_codec import bgr_to_compressed, compressed_to_bgr
@@ -167,8 +167,7 @@ def evaluate_in_frames(model_path, data, kind='fer2013', split='val', *, frame_s
                 frame = compressed_to_bgr('jpeg', bgr_to_compressed(frame, 'jpeg'))
             faces = pipeline.process(frame)
             if faces:
-                largest = max(faces, key=lambda face: face.box[2] * face.box[3])
-                probabilities[index], found[index] = largest.probabilities, True
+                probabilities[index], found[index] = largest_face(faces).probabilities, True
     finally:
         pipeline.close()
     if not found.any():
