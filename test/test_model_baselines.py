@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torchvision.models.efficientnet import MBConv
 
 from fer_ros.labels import FER2013_LABELS
 from fer_ros.model.baselines import PCNN, PCNN_REGIONS, EfficientNetFER, EfficientNetFERConfig, PCNNConfig
@@ -41,6 +42,24 @@ def test_efficientnet_starts_near_chance():
     logits = model(images).logits
     loss = torch.nn.functional.cross_entropy(logits, torch.randint(0, 7, (32,)))
     assert abs(loss.item() - math.log(7)) < 0.3 and logits.std() < 1.0
+
+
+def test_efficientnet_residual_blocks_start_as_identity():
+    model = EfficientNetFER().eval()
+    residual = [block for block in model.features.modules() if isinstance(block, MBConv) and block.use_res_connect]
+    assert len(residual) == 16  # B2: 23 blocks, 7 of them change shape
+    seen = {}
+
+    def record(block, args, output):
+        seen[block] = (args[0], output)
+
+    handles = [block.register_forward_hook(record) for block in residual]
+    model(_batch()[0])
+    for handle in handles:
+        handle.remove()
+    assert len(seen) == len(residual)
+    for block_input, block_output in seen.values():
+        assert torch.equal(block_input, block_output)
 
 
 def test_pcnn_patches_follow_the_landmarks():

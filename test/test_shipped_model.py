@@ -15,7 +15,7 @@ from fer_ros.srv import SwitchModel
 from node_harness import running_emotion_node
 
 MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
-SHIPPED_MODELS = {DEFAULT_MODEL: 'cnn_se_gcn', 'pcnn_fer2013': 'pcnn'}
+SHIPPED_MODELS = {DEFAULT_MODEL: 'cnn_se_gcn', 'pcnn_fer2013': 'pcnn', 'efficientnet_b2_fer2013': 'efficientnet_b2'}
 
 
 @pytest.fixture(scope='module')

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fer_ros.data.datasets import ImageSamples
+from fer_ros.data.datasets import ImageSamples, PreparedFaces
 from fer_ros.model.losses import FocalLoss, LossConfig, alpha_from_class_counts
-from fer_ros.training.train import load_config, lr_schedule, stratified_holdout
+from fer_ros.training.train import STOCHASTIC_REGULARIZERS, Trainer, load_config, lr_schedule, stratified_holdout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,3 +57,22 @@ def test_efficientnet_recipe_config_is_complete():
     loss = LossConfig.from_dict(config['loss'])
     assert loss.label_smoothing == 0.06 and loss.focal_gamma == 0.0 and loss.alpha_clip
     assert config['train']['warmup_epochs'] > 0 and config['data']['val_from_train'] == 0.125
+
+
+def test_warmup_stage_has_its_own_augmentation_and_no_dropout(tmp_path):
+    config = load_config(REPO / 'config' / 'train_fer2013_efficientnet.yaml', [
+        f'output_dir={tmp_path}', 'train.warmup_epochs=2', 'train.device=cpu', 'train.num_workers=0'])
+    rng = np.random.default_rng(0)
+    faces = PreparedFaces(rng.integers(0, 256, (14, 48, 48), dtype=np.uint8), np.zeros((14, 468, 3), np.float32),
+                          np.zeros(14, bool), np.arange(14) % 7, tuple('abcdefg'))
+    trainer = Trainer(config, faces, faces)
+    regularizers = [m for m in trainer.model.modules() if isinstance(m, STOCHASTIC_REGULARIZERS)]
+    batch_norms = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(regularizers) == 24  # the head's dropout and stochastic depth in the 23 blocks
+    for epoch, warming_up in [(0, True), (1, True), (2, False)]:
+        trainer.epoch = epoch
+        trainer.start_epoch()
+        assert all(m.training for m in batch_norms)
+        assert all(m.training != warming_up for m in regularizers)
+        augment = trainer.train_set.augment
+        assert (augment.max_rotation_deg, augment.erase_probability) == ((0, 0) if warming_up else (15, 0.5))

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import efficientnet_b2
+from torchvision.models.efficientnet import MBConv
 
 from fer_ros.model.config import ConfigDict
 from fer_ros.model.landmark_graph import NUM_LANDMARKS
@@ -77,6 +78,11 @@ class EfficientNetFER(nn.Module):
         bound = self.classifier.in_features ** -0.5
         nn.init.uniform_(self.classifier.weight, -bound, bound)
         nn.init.zeros_(self.classifier.bias)
+        # Each residual block starts as the identity (its last BatchNorm scale at zero, as timm does):
+        # from random weights the network then learns much sooner (model card efficientnet_b2_fer2013.md).
+        for block in self.features.modules():
+            if isinstance(block, MBConv) and block.use_res_connect:
+                nn.init.zeros_(block.block[-1][1].weight)
 
     def forward(self, image, landmarks=None):
         features = self.pool(self.features((image - self.image_mean) / self.image_std)).flatten(1)

@@ -5,6 +5,8 @@ Each epoch writes ``<output_dir>/last.pt`` (model, discriminator, optimizers,
 scheduler, AMP scaler, RNG states, epoch; read with weights_only) and logs to
 ``metrics.csv`` and TensorBoard; the best epoch by the validation split's
 ``train.select_metric`` is saved as ``best.safetensors`` + ``best.json``.
+The first ``train.warmup_epochs`` form a warm-up stage: learning rate rising
+from 10%, optionally its own augmentation and no dropout (see Trainer.start_epoch).
 Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel.
 """
 import argparse
@@ -18,7 +20,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
+from torchvision.ops import StochasticDepth
 from tqdm import tqdm
 
 from fer_ros.data.augment import FaceAugment
@@ -31,9 +35,10 @@ from fer_ros.model.losses import LossConfig, TrainingObjective, discriminator_lo
 from fer_ros.training import console_script
 from fer_ros.training.evaluate import classification_report, predict_loader
 
+STOCHASTIC_REGULARIZERS = (nn.Dropout, nn.Dropout2d, StochasticDepth)
 TRAIN_DEFAULTS = {'epochs': 30, 'batch_size': 64, 'lr': 1e-3, 'weight_decay': 5e-4, 'discriminator_lr': 2e-4,
                   'num_workers': 2, 'device': 'auto', 'amp': True, 'select_metric': 'accuracy',
-                  'half_checkpoint': False, 'warmup_epochs': 0}
+                  'half_checkpoint': False, 'warmup_epochs': 0, 'warmup_augment': None, 'warmup_dropout': True}
 
 
 def load_config(path, overrides=()):
@@ -166,11 +171,26 @@ class Trainer:
             self.train_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
                 find_unused_parameters=bool(landmark_head and not geometry_used))
-        self.train_set = FaceDataset(train_faces, FaceAugment(**self.config.get('augment', {})))
+        self.augment = FaceAugment(**self.config.get('augment', {}))
+        warmup_augment = self.train_config['warmup_augment']
+        self.warmup_augment = self.augment if warmup_augment is None else FaceAugment(**warmup_augment)
+        self.train_set = FaceDataset(train_faces, self.augment)
         self.val_loader = DataLoader(FaceDataset(val_faces), batch_size=self.train_config['batch_size'] * 2,
                                      num_workers=self.train_config['num_workers'])
         self.epoch = 0
         self.best = {'epoch': None, self.train_config['select_metric']: -1.0}
+
+    def start_epoch(self):
+        """Training modes and augmentation of this epoch's stage: the warm-up stage may use its own
+        augmentation (``train.warmup_augment``) and run without dropout and stochastic depth
+        (``train.warmup_dropout: false``); BatchNorm trains in both stages."""
+        self.model.train()
+        warming_up = self.epoch < self.train_config['warmup_epochs']
+        self.train_set.augment = self.warmup_augment if warming_up else self.augment
+        if warming_up and not self.train_config['warmup_dropout']:
+            for module in self.model.modules():
+                if isinstance(module, STOCHASTIC_REGULARIZERS):
+                    module.eval()
 
     def train_loader(self):
         """Loader whose order depends only on (seed, epoch), so a resumed run repeats it."""
@@ -197,7 +217,7 @@ class Trainer:
         return loss.detach()
 
     def train_epoch(self):
-        self.model.train()
+        self.start_epoch()
         totals, steps = {}, 0
         loader = self.train_loader()
         for batch in tqdm(loader, desc=f'epoch {self.epoch + 1}', disable=self.rank != 0, leave=False):
