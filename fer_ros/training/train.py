@@ -35,7 +35,7 @@ from fer_ros.model.losses import LossConfig, TrainingObjective, discriminator_lo
 from fer_ros.training import console_script
 from fer_ros.training.evaluate import classification_report, predict_loader
 
-STOCHASTIC_REGULARIZERS = (nn.Dropout, nn.Dropout2d, StochasticDepth)
+STOCHASTIC_REGULARIZERS = (nn.Dropout, StochasticDepth)
 TRAIN_DEFAULTS = {'epochs': 30, 'batch_size': 64, 'lr': 1e-3, 'weight_decay': 5e-4, 'discriminator_lr': 2e-4,
                   'num_workers': 2, 'device': 'auto', 'amp': True, 'select_metric': 'accuracy',
                   'half_checkpoint': False, 'warmup_epochs': 0, 'warmup_augment': None, 'warmup_dropout': True}
