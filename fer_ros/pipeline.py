@@ -119,6 +119,13 @@ class EmotionPipeline:
             self._streams[name] = (detector, FaceTracker(s.track_iou_threshold, s.track_max_age_s, s.smoothing))
         return self._streams[name]
 
+    def open_streams(self, streams: list[str], image_size: tuple[int, int] = (480, 640)) -> None:
+        """Start each stream's detector now, on a blank frame (MediaPipe starts lazily, on its first frame)."""
+        blank = np.zeros((*image_size, 3), np.uint8)
+        for stream in streams:
+            detector, _ = self._stream(stream)
+            detector.detect(blank)
+
     def process(self, image_bgr: np.ndarray, stream: str = 'default', now: float | None = None) -> list[FaceEmotion]:
         """All faces of one frame, inferred in one batch."""
         detector, tracker = self._stream(stream)

@@ -7,7 +7,8 @@ the same YAML as launch/emotion.launch.py, each in its own process:
   fer-run --image-topic /camera/image_raw
 
 With --source, the camera_source starts once the emotion node subscribes, and
-everything stops when the source is exhausted (after --drain seconds).
+everything stops when the source is exhausted and the emotion node has been
+quiet for --drain seconds.
 """
 
 import argparse
@@ -18,10 +19,14 @@ import time
 from pathlib import Path
 
 import rclpy
+from rclpy.executors import SingleThreadedExecutor
 
+from fer_ros.msg import EmotionArray
 from fer_ros.resources import share_file
 
 STARTUP_TIMEOUT_S = 120.0
+DRAIN_LIMIT_S = 60.0
+RESULTS_TOPIC = '/emotion'
 
 
 def default_params_file() -> Path:
@@ -38,7 +43,8 @@ def parse_args(argv=None):
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), help='inference device')
     parser.add_argument('--publish-annotated', action='store_true', help='publish emotion/image_annotated')
     parser.add_argument('--echo', action='store_true', help='print every EmotionArray published on emotion')
-    parser.add_argument('--drain', type=float, default=3.0, help='seconds to wait after the source ends')
+    parser.add_argument('--drain', type=float, default=3.0,
+                        help='after the source ends, stop once no result has come for this many seconds')
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='extra emotion_node parameter (repeatable)')
     return parser.parse_args(argv)
@@ -53,19 +59,57 @@ def node_command(module: str, params_file: Path, params: list[str], remaps: list
     return command
 
 
-def wait_for_subscribers(topics: list[str], processes: list[subprocess.Popen], timeout: float) -> bool:
-    """True once every topic has a subscriber; False if a process dies or timeout passes."""
-    rclpy.init(args=[])
-    try:
-        node = rclpy.create_node('fer_run_waiter')
+def spin_until_quiet(executor, count, quiet_s: float, limit_s: float = DRAIN_LIMIT_S) -> None:
+    """Spin until count() has not changed for quiet_s seconds, or for at most limit_s."""
+    start = time.monotonic()
+    last_count, quiet_since = count(), start
+    while time.monotonic() - quiet_since < quiet_s and time.monotonic() - start < limit_s:
+        executor.spin_once(timeout_sec=0.1)
+        if count() != last_count:
+            last_count, quiet_since = count(), time.monotonic()
+
+
+class PipelineMonitor:
+    """fer-run's own node: sees which nodes subscribe where, and counts the results."""
+
+    def __init__(self):
+        self._context = rclpy.Context()
+        rclpy.init(args=[], context=self._context)
+        self._node = rclpy.create_node('fer_run', context=self._context)
+        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor.add_node(self._node)
+        self.results = 0
+        self._node.create_subscription(EmotionArray, RESULTS_TOPIC, self._count_result, 10)
+
+    def _count_result(self, _message) -> None:
+        self.results += 1
+
+    def _subscribed(self, topic: str, node_name: str) -> bool:
+        return any(info.node_name == node_name for info in self._node.get_subscriptions_info_by_topic(topic))
+
+    def wait_for_subscribers(self, subscribers: dict[str, str], processes: list[subprocess.Popen],
+                             timeout: float) -> bool:
+        """True once each topic has a subscription of its node; False if a process dies or timeout passes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and all(p.poll() is None for p in processes):
-            if all(node.count_subscribers(topic) > 0 for topic in topics):
+            if all(self._subscribed(topic, node) for topic, node in subscribers.items()):
                 return True
-            time.sleep(0.2)
+            self._executor.spin_once(timeout_sec=0.2)
         return False
-    finally:
-        rclpy.try_shutdown()
+
+    def wait_for_exit(self, process: subprocess.Popen) -> int:
+        """Count results while process runs; its exit status."""
+        while process.poll() is None:
+            self._executor.spin_once(timeout_sec=0.1)
+        return process.returncode
+
+    def wait_until_quiet(self, quiet_s: float) -> None:
+        spin_until_quiet(self._executor, lambda: self.results, quiet_s)
+
+    def close(self) -> None:
+        self._executor.shutdown()
+        self._node.destroy_node()
+        rclpy.try_shutdown(context=self._context)
 
 
 def stop(processes: list[subprocess.Popen]) -> None:
@@ -81,11 +125,36 @@ def stop(processes: list[subprocess.Popen]) -> None:
             process.wait()
 
 
+def run_source(args, params_file: Path, image_topic: str, remaps: list[str],
+               processes: list[subprocess.Popen]) -> int:
+    """Start the camera_source once the nodes listen, wait for it to end and the results to stop."""
+    monitor = PipelineMonitor()
+    try:
+        subscribers = {image_topic: 'emotion_node'}
+        if args.echo:
+            subscribers[RESULTS_TOPIC] = 'emotion_echo'
+        if not monitor.wait_for_subscribers(subscribers, processes, STARTUP_TIMEOUT_S):
+            print('fer-run: the nodes did not come up', file=sys.stderr)
+            return processes[0].poll() or 1
+        source = subprocess.Popen(node_command(
+            'camera_source', params_file, [f'source:={args.source}', 'wait_for_subscriber:=true'], remaps))
+        processes.append(source)
+        source_status = monitor.wait_for_exit(source)
+        monitor.wait_until_quiet(args.drain)
+        print(f'fer-run: the source ended; {monitor.results} results on {RESULTS_TOPIC}', file=sys.stderr)
+        return source_status or (processes[0].poll() or 0)
+    finally:
+        monitor.close()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     params_file = args.params_file or default_params_file()
     if not params_file.is_file():
         print(f'fer-run: params file {params_file} not found', file=sys.stderr)
+        return 2
+    if args.drain < 0:
+        print(f'fer-run: --drain must be >= 0, got {args.drain}', file=sys.stderr)
         return 2
     image_topic = args.image_topic if args.image_topic.startswith('/') else '/' + args.image_topic
     overrides = list(args.param)
@@ -103,17 +172,7 @@ def main(argv=None) -> int:
             processes.append(subprocess.Popen(node_command('emotion_echo', params_file, [], [])))
         if args.source is None:
             return processes[0].wait()
-        # Start the source only when every frame and every result has a reader.
-        topics = [image_topic] + (['/emotion'] if args.echo else [])
-        if not wait_for_subscribers(topics, processes, STARTUP_TIMEOUT_S):
-            print('fer-run: the nodes did not come up', file=sys.stderr)
-            return processes[0].poll() or 1
-        source = subprocess.Popen(node_command('camera_source', params_file, [f'source:={args.source}'], remaps))
-        processes.append(source)
-        source_status = source.wait()
-        time.sleep(args.drain)
-        emotion_status = processes[0].poll()
-        return source_status or (emotion_status or 0)
+        return run_source(args, params_file, image_topic, remaps, processes)
     except KeyboardInterrupt:
         return 130
     finally:

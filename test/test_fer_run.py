@@ -19,6 +19,8 @@ def test_fer_run_on_a_video_prints_every_result(samples_dir, tmp_path, video, fa
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = re.findall(r'^\[[\d.]+ camera\] (\d+) face\(s\)', run.stdout, flags=re.MULTILINE)
     assert len(results) >= 5, run.stdout[-3000:]
+    summary = re.search(r'the source ended; (\d+) results on /emotion', run.stderr)
+    assert summary and int(summary[1]) >= 5, run.stderr[-3000:]
     assert {int(n) for n in results} == {faces}
     if faces:
         assert re.search(r'face_\d+ \w+ [01]\.\d\d \(v [+-]\d\.\d\d a [+-]\d\.\d\d\) box', run.stdout)

@@ -17,7 +17,7 @@ from fer_ros.bag.io import COMPRESSED_IMAGE, EMOTION_ARRAY, BagError, BagReader,
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings, largest_face
 from fer_ros.resources import share_file
-from fer_ros.run import stop
+from fer_ros.run import spin_until_quiet, stop
 
 STATUSES = ('face', 'no_face', 'skipped', 'bad')
 OUTPUT_TOPIC = '/emotion'
@@ -134,12 +134,7 @@ def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float
             sent_ns[frame.stamp_ns] = time.time_ns()
             publisher.publish(frame.raw)
             executor.spin_once(timeout_sec=0)
-        # Wait until the node has been quiet for drain_s.
-        last_count, quiet_since = -1, time.monotonic()
-        while time.monotonic() - quiet_since < drain_s:
-            executor.spin_once(timeout_sec=0.1)
-            if len(received) != last_count:
-                last_count, quiet_since = len(received), time.monotonic()
+        spin_until_quiet(executor, lambda: len(received), drain_s)
         if node_process.poll() is not None:
             raise BagError(f'the emotion node exited with code {node_process.returncode} during the replay')
         node.destroy_node()

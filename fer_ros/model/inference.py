@@ -139,3 +139,9 @@ class ExpressionClassifier:
                                  f'got {tuple(points.shape)}')
         logits = self._model(images, points).logits
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def warm_up(self) -> None:
+        """One forward pass on a blank face, so the first real face is not slowed by lazy initialisation."""
+        size = self.input_size
+        self.predict(np.zeros((1, size, size), np.uint8),
+                     np.full((1, self._model.config.num_landmarks, 3), 0.5, np.float32))

@@ -1,7 +1,9 @@
 """camera_source: publish a video file, an image folder or a camera as sensor_msgs/Image.
 
 Each frame is stamped with the time it is published. The node ends by itself
-when a file or folder is exhausted (unless loop is set).
+when a file or folder is exhausted (unless loop is set). With
+wait_for_subscriber, the first frame waits until a subscription is matched,
+so a short video is not lost to discovery.
 """
 
 import rclpy
@@ -23,6 +25,7 @@ PARAMETERS = {
     'compressed': (False, 'publish sensor_msgs/CompressedImage (jpeg) instead of Image'),
     'loop': (False, 'start again at the end of a file or folder'),
     'max_frames': (0, 'stop after this many frames (0: no limit)'),
+    'wait_for_subscriber': (False, 'hold the first frame until a subscription is matched'),
 }
 FALLBACK_RATE = 10.0
 
@@ -45,6 +48,7 @@ class CameraSource(Node):
         self._frame_id = param('frame_id')
         self._loop = param('loop')
         self._max_frames = param('max_frames')
+        self._waiting = param('wait_for_subscriber')
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         self._publisher = self.create_publisher(CompressedImage if self._compressed else Image, param('topic'), qos)
         self._frames = self._source.frames()
@@ -56,6 +60,11 @@ class CameraSource(Node):
     def _publish_next(self) -> None:
         if self.done:
             return
+        if self._waiting:
+            if self._publisher.get_subscription_count() == 0:
+                return
+            self._waiting = False
+            self.get_logger().info('a subscriber is matched: starting')
         frame = next(self._frames, None)
         if frame is None and self._loop and self.published:
             self._source.close()

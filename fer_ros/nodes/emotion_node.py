@@ -186,22 +186,29 @@ class EmotionNode(Node):
         reliability = ReliabilityPolicy.RELIABLE if self._param('reliable') else ReliabilityPolicy.BEST_EFFORT
         # Depth 1: DDS keeps only the newest frame; FrameSlots does the same above it.
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)
-        frames = MutuallyExclusiveCallbackGroup()
-        self._input_topics = []
-        for message_type, parameter in ((Image, 'image_topics'), (CompressedImage, 'compressed_image_topics')):
-            for topic in (t for t in self._param(parameter) if t):
-                resolved = self.resolve_topic_name(topic)
-                self.create_subscription(message_type, topic, lambda m, t=resolved: self._slots.put(t, m),
-                                         qos, callback_group=frames)
-                self._input_topics.append(resolved)
-        if not self._input_topics:
+        inputs = [(message_type, topic, self.resolve_topic_name(topic))
+                  for message_type, parameter in ((Image, 'image_topics'), (CompressedImage, 'compressed_image_topics'))
+                  for topic in self._param(parameter) if topic]
+        if not inputs:
             raise ValueError('no input topic: set image_topics and/or compressed_image_topics')
+        self._input_topics = [resolved for _, _, resolved in inputs]
+        # Ready before subscribed: a publisher that waits for us loses no frame to start-up.
+        self._pipeline.open_streams(self._input_topics)
+        frames = MutuallyExclusiveCallbackGroup()
+        for message_type, topic, resolved in inputs:
+            self.create_subscription(message_type, topic, lambda m, t=resolved: self._slots.put(t, m),
+                                     qos, callback_group=frames)
 
     # -- models ---------------------------------------------------------------------
 
     def _load_classifier(self, name: str) -> ExpressionClassifier:
-        """Resolve and load a model; ModelNameError or ModelLoadError on failure."""
-        return ExpressionClassifier(self._store.resolve(name), device=self._device)
+        """Resolve, load and warm up a model; ModelNameError or ModelLoadError on failure."""
+        classifier = ExpressionClassifier(self._store.resolve(name), device=self._device)
+        try:
+            classifier.warm_up()
+        except RuntimeError as error:
+            raise ModelLoadError(f'model {name!r} loads but cannot run: {error}') from error
+        return classifier
 
     def _on_switch_model(self, request, response):
         response.available_models = self._store.available()
