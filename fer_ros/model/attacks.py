@@ -3,7 +3,8 @@
 ``model_fn`` maps an image batch to logits (close over the landmarks to
 attack the image only). Gradients are taken with ``torch.autograd.grad`` on
 the input only, so model parameter gradients are left untouched; the model's
-train/eval mode is not changed. Results are detached and clamped to [0, 1].
+train/eval mode is not changed. Results are detached and clamped to [0, 1]
+(``bounds``; None for inputs without bounds, such as feature maps).
 """
 import torch
 import torch.nn.functional as F
@@ -17,10 +18,11 @@ def _input_gradient(model_fn, x, y, loss_fn):
     return gradient
 
 
-def fgsm(model_fn, x, y, eps, loss_fn=F.cross_entropy):
-    """One signed-gradient step of size ``eps`` (in [0, 1] pixel units) that raises the loss."""
+def fgsm(model_fn, x, y, eps, loss_fn=F.cross_entropy, bounds=(0.0, 1.0)):
+    """One signed-gradient step of size ``eps`` (in the input's units) that raises the loss."""
     gradient = _input_gradient(model_fn, x, y, loss_fn)
-    return (x.detach() + eps * gradient.sign()).clamp(0.0, 1.0)
+    attacked = x.detach() + eps * gradient.sign()
+    return attacked if bounds is None else attacked.clamp(*bounds)
 
 
 def pgd(model_fn, x, y, eps, alpha, steps, random_start=True, loss_fn=F.cross_entropy):

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from fer_ros.model.baselines import PCNN, EfficientNetFER, EfficientNetFERConfig, PCNNConfig
 from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig
+from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN, FaceMeshCNNSEGCNConfig
 
 FORMAT_VERSION = 1
 # architecture name in the JSON -> (config class, model class)
@@ -22,6 +23,7 @@ ARCHITECTURES = {
     CNNSEGCN.architecture: (CNNSEGCNConfig, CNNSEGCN),
     EfficientNetFER.architecture: (EfficientNetFERConfig, EfficientNetFER),
     PCNN.architecture: (PCNNConfig, PCNN),
+    FaceMeshCNNSEGCN.architecture: (FaceMeshCNNSEGCNConfig, FaceMeshCNNSEGCN),
 }
 DEFAULT_NAME = 'model'
 

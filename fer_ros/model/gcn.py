@@ -42,12 +42,13 @@ class LandmarkGCN(nn.Module):
     """Face-mesh landmarks [B, 468, 3] -> geometric embedding [B, out_features].
 
     Node features are the per-face normalised coordinates
-    (:func:`normalize_face_geometry`); mean and max pooling over nodes are
-    concatenated and projected. Runs in float32 (sparse CSR matmul has no
-    half-precision kernels), also under autocast.
+    (:func:`normalize_face_geometry`), followed by ``extra_features`` more per
+    node when given (e.g. appearance sampled at each landmark); mean and max
+    pooling over nodes are concatenated and projected. Runs in float32 (sparse
+    CSR matmul has no half-precision kernels), also under autocast.
     """
 
-    def __init__(self, widths=(64, 64, 128), out_features=128):
+    def __init__(self, widths=(64, 64, 128), out_features=128, extra_features=0):
         super().__init__()
         adjacency = normalized_adjacency_csr()
         # CSR parts as dense buffers: they follow .to(device) and are DDP-safe.
@@ -55,7 +56,7 @@ class LandmarkGCN(nn.Module):
         self.register_buffer('col_indices', adjacency.col_indices(), persistent=False)
         self.register_buffer('adjacency_values', adjacency.values(), persistent=False)
         self.num_nodes = adjacency.shape[0]
-        in_widths = (3,) + tuple(widths[:-1])
+        in_widths = (3 + extra_features,) + tuple(widths[:-1])
         self.blocks = nn.ModuleList(GraphBlock(i, o) for i, o in zip(in_widths, widths))
         self.project = nn.Linear(2 * widths[-1], out_features)
         self.out_features = out_features
@@ -67,9 +68,12 @@ class LandmarkGCN(nn.Module):
             return torch.sparse_csr_tensor(self.crow_indices, self.col_indices, self.adjacency_values,
                                            (self.num_nodes, self.num_nodes), check_invariants=False)
 
-    def forward(self, landmarks):
+    def forward(self, landmarks, extra=None):
+        """landmarks [B, N, 3] (and extra [B, N, extra_features]) -> [B, out_features]."""
         with torch.autocast(device_type=landmarks.device.type, enabled=False):
             nodes = normalize_face_geometry(landmarks.float())
+            if extra is not None:
+                nodes = torch.cat([nodes, extra.float()], dim=-1)
             adjacency = self.adjacency()
             for block in self.blocks:
                 nodes = block(nodes, adjacency)

@@ -77,7 +77,7 @@ def resolve_device(device='auto'):
 
 
 class ExpressionClassifier:
-    """A loaded CNN-SE-GCN checkpoint that classifies batches of aligned crops."""
+    """A loaded checkpoint that classifies batches of aligned crops."""
 
     def __init__(self, model_path, device='auto'):
         self._device = resolve_device(device)

@@ -136,6 +136,8 @@ class TrainingObjective(nn.Module):
 
         attack_model (default model) crafts the FGSM images; under DDP pass
         the unwrapped module so the attack's input-only gradient skips DDP's reducer.
+        A model with ``input_bounds`` (None: unbounded, e.g. cached feature
+        maps) bounds its FGSM inputs by them instead of [0, 1].
         """
         cfg = self.config
         output = model(images, landmarks)
@@ -154,7 +156,8 @@ class TrainingObjective(nn.Module):
             terms['reconstruction'] = F.mse_loss(output.reconstruction.float(), images.float())
         if cfg.weight('fgsm'):
             attacked = model if attack_model is None else attack_model
-            adversarial_images = fgsm(lambda x: attacked(x, landmarks).logits, images, targets, cfg.fgsm_eps)
+            adversarial_images = fgsm(lambda x: attacked(x, landmarks).logits, images, targets, cfg.fgsm_eps,
+                                      bounds=getattr(attacked, 'input_bounds', (0.0, 1.0)))
             terms['fgsm'] = self.focal(model(adversarial_images, landmarks).logits, targets)
         total = sum(cfg.weight(name) * value for name, value in terms.items())
         return total, {name: value.detach() for name, value in terms.items()}, output

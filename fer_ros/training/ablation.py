@@ -2,11 +2,20 @@
 
   fer-ablation --config config/train_fer2013.yaml --output runs/ablation
   fer-ablation --config config/train_fer2013.yaml --set train.epochs=3 --set data.max_per_class=300
+  fer-ablation --config config/train_fer2013_facemesh.yaml --output runs/ablation_facemesh --set train.epochs=4
 
-Variants add one component at a time: CNN only, + SE, + GCN, + the landmark
+The variants depend on the config's architecture. ``cnn_se_gcn`` (from
+scratch) adds one component at a time: CNN only, + SE, + GCN, + the landmark
 head with the MSE geometric constraint, + the adversarial discriminator loss,
-+ FGSM samples. Every variant gets the same config otherwise (the --set
-overrides apply to all), and is selected on the validation split. Writes
++ FGSM samples. ``cnn_se_gcn_facemesh`` (on face mesh features) takes the
+config as it is (``full``) and changes one thing per variant: random-init
+instead of face-pretrained weights (its own feature cache), no SE, no GCN,
+no shift augmentation, the classification loss only (no landmark head),
+no appearance at the landmarks, fine-tuned instead of frozen stages, no
+geometric MSE, no adversarial term, the focal loss (gamma 2, class weights)
+instead of label-smoothed cross-entropy, + FGSM samples. Every
+variant gets the same config otherwise (the --set overrides apply to all, so
+the same budget), and is selected on the validation split. Writes
 ablation.json and ablation.md into the output folder; finished variants are
 skipped when the command is run again (resume).
 """
@@ -20,7 +29,7 @@ from fer_ros.training import console_script
 from fer_ros.training.train import load_config, train
 
 NO_LOSS_TERMS = 'loss.weights={focal: 1.0, geometry: 0, adversarial: 0, fgsm: 0}'
-VARIANTS = {
+SCRATCH_VARIANTS = {
     'cnn': ['model.use_se=false', 'model.use_gcn=false', 'model.landmark_head=false', NO_LOSS_TERMS],
     'cnn_se': ['model.use_se=true', 'model.use_gcn=false', 'model.landmark_head=false', NO_LOSS_TERMS],
     'cnn_se_gcn': ['model.use_se=true', 'model.use_gcn=true', 'model.landmark_head=false', NO_LOSS_TERMS],
@@ -32,14 +41,51 @@ VARIANTS = {
               'loss.weights={focal: 1.0, geometry: 0.1, adversarial: 0.01, fgsm: 0.5}'],
 }
 
+def _loss(geometry, adversarial, fgsm):
+    return f'loss.weights={{focal: 1.0, geometry: {geometry}, adversarial: {adversarial}, fgsm: {fgsm}}}'
 
-def run_ablation(config_path, output, overrides=(), variants=tuple(VARIANTS)) -> list[dict]:
-    """Train each variant into output/<variant>; returns one result row per variant."""
+
+# {feature_cache} is the config's data.feature_cache.
+FACE_MESH_VARIANTS = {
+    'full': [],
+    'no_gcn': ['model.use_gcn=false'],
+    'no_se': ['model.use_se=false'],
+    'no_shift': ['augment.max_shift_cells=0'],
+    'classification_only': ['model.landmark_head=false', _loss(0, 0, 0)],
+    'random_init': ['model.pretrained=false', 'data.feature_cache={feature_cache}_random_init'],
+    'no_appearance': ['model.landmark_appearance=false'],
+    'tuned_stages': ['model.tune_stages=true'],
+    'no_geometry': [_loss(0, 0.01, 0)],
+    'no_adversarial': [_loss(0.1, 0, 0)],
+    'focal_loss': ['loss.focal_gamma=2.0', 'loss.alpha_power=0.5'],
+    '+fgsm': [_loss(0.1, 0.01, 0.5)],
+}
+
+VARIANTS = {'cnn_se_gcn': SCRATCH_VARIANTS, 'cnn_se_gcn_facemesh': FACE_MESH_VARIANTS}
+
+
+def variants_of(config_path):
+    """The variant table for the architecture of a config file."""
+    architecture = load_config(config_path).get('architecture', 'cnn_se_gcn')
+    if architecture not in VARIANTS:
+        raise ValueError(f'no ablation variants for architecture {architecture!r}')
+    return VARIANTS[architecture]
+
+
+def run_ablation(config_path, output, overrides=(), variants=None) -> list[dict]:
+    """Train each variant (default: all of the config's architecture) into output/<variant>; one row each."""
     output = Path(output)
+    table = variants_of(config_path)
+    unknown = set(variants or ()) - set(table)
+    if unknown:
+        raise ValueError(f'unknown variants {sorted(unknown)}; known: {list(table)}')
+    feature_cache = str(load_config(config_path, overrides)['data'].get('feature_cache'))
     rows = []
-    for name in variants:
+    for name in variants or table:
         run_dir = output / name.lstrip('+')
-        config = load_config(config_path, [*VARIANTS[name], *overrides, f'output_dir={run_dir}',
+        variant = [override.replace('{feature_cache}', feature_cache) for override in table[name]]
+        # The variant's change wins over the common overrides (the budget, paths).
+        config = load_config(config_path, [*overrides, *variant, f'output_dir={run_dir}',
                                            f'name=ablation_{name.lstrip("+")}'])
         done = run_dir / 'result.json'
         if done.is_file():
@@ -74,7 +120,7 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument('--config', required=True)
     parser.add_argument('--output', default='runs/ablation')
-    parser.add_argument('--variants', nargs='+', choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument('--variants', nargs='+', help='default: all variants of the config\'s architecture')
     parser.add_argument('--set', dest='overrides', action='append', default=[], metavar='KEY=VALUE')
     args = parser.parse_args(argv)
     rows = run_ablation(args.config, args.output, args.overrides, args.variants)

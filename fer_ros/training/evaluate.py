@@ -13,6 +13,9 @@ Two protocols:
   folder with the same frame options gives the same predictions.
 
 Both write report.json, predictions.csv (one row per image) and confusion_matrix.png.
+With ``--attack-epsilon`` the crops protocol also reports accuracy under FGSM
+and PGD-10 (step epsilon / 4, random start) in pixel space, on
+``--attack-samples`` images (a fixed random subset).
 """
 import argparse
 import csv
@@ -23,11 +26,12 @@ import cv2
 import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
 from fer_ros.data.landmarks import LandmarkCache
+from fer_ros.model.attacks import fgsm, pgd
 from fer_ros.model.checkpoint import load_model
 from fer_ros.model.inference import ExpressionClassifier, resolve_device
 from fer_ros.pipeline import EmotionPipeline, PipelineSettings, largest_face
@@ -49,6 +53,30 @@ def predict_loader(model, loader, device):
         probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
         labels.append(batch['label'])
     return torch.cat(probabilities).numpy(), torch.cat(labels).numpy()
+
+
+PGD_STEPS = 10
+
+
+def attacked_accuracy(model, loader, device, epsilon, pgd_steps=PGD_STEPS):
+    """{'clean', 'fgsm', 'pgd'}: accuracy on a loader of FaceDataset batches, clean and under L-inf attacks
+    of ``epsilon`` (pixels in [0, 1]) against the true labels."""
+    model.eval()
+    correct = {'clean': 0, 'fgsm': 0, 'pgd': 0}
+    total = 0
+    for batch in loader:
+        images, labels = batch['image'].to(device), batch['label'].to(device)
+        landmarks = batch['landmarks'].to(device) if model.uses_landmarks else None
+
+        def logits(x):
+            return model(x, landmarks).logits
+        attacked = {'clean': images, 'fgsm': fgsm(logits, images, labels, epsilon),
+                    'pgd': pgd(logits, images, labels, epsilon, alpha=epsilon / 4, steps=pgd_steps)}
+        with torch.no_grad():
+            for name, inputs in attacked.items():
+                correct[name] += int((logits(inputs).argmax(dim=1) == labels).sum())
+        total += len(labels)
+    return {name: count / max(total, 1) for name, count in correct.items()}
 
 
 def classification_report(probabilities, labels, class_names):
@@ -114,9 +142,10 @@ def prediction_rows(samples, probabilities, found=None) -> list[dict]:
 
 
 def evaluate_checkpoint(model_path, data, kind='fer2013', split='val', landmark_cache=None, device='auto',
-                        batch_size=256) -> dict:
+                        batch_size=256, attack_epsilon=None, attack_samples=1000) -> dict:
     """Crops protocol: the classification report of a checkpoint on a dataset split, with per-image
-    ``predictions`` (ValueError for a mismatch)."""
+    ``predictions`` (ValueError for a mismatch); with ``attack_epsilon`` (1/255 units) also the
+    accuracy under FGSM and PGD-10 on ``attack_samples`` images."""
     device = resolve_device(device)
     model, metadata = load_model(model_path, device)
     samples = load_samples(kind, data, split, metadata['labels'])
@@ -128,12 +157,18 @@ def evaluate_checkpoint(model_path, data, kind='fer2013', split='val', landmark_
         cache.extract(samples.images)
     elif model.uses_landmarks:
         raise ValueError('this model uses landmarks: give a landmark cache (--landmark-cache)')
-    loader = DataLoader(FaceDataset(prepare_faces(samples, cache, model.config.input_size)), batch_size=batch_size)
+    dataset = FaceDataset(prepare_faces(samples, cache, model.config.input_size))
+    loader = DataLoader(dataset, batch_size=batch_size)
     probabilities, labels = predict_loader(model, loader, device)
     report = classification_report(probabilities, labels, samples.class_names)
     report.update({'protocol': 'crops', 'model': str(model_path), 'data': str(data), 'split': split,
                    'class_names': list(samples.class_names),
-                   'predictions': prediction_rows(samples, probabilities)})
+                   'predictions': prediction_rows(samples, probabilities), 'probabilities': probabilities})
+    if attack_epsilon:
+        subset = np.sort(np.random.default_rng(0).permutation(len(dataset))[:attack_samples])
+        attack_loader = DataLoader(Subset(dataset, subset), batch_size=min(batch_size, 64))
+        report['attacks'] = {'epsilon_255': attack_epsilon, 'samples': int(len(subset)), 'pgd_steps': PGD_STEPS,
+                             'accuracy': attacked_accuracy(model, attack_loader, device, attack_epsilon / 255)}
     return report
 
 
@@ -208,6 +243,9 @@ def main(argv=None):
                         help='folder for report.json, predictions.csv and confusion_matrix.png')
     parser.add_argument('--device', default='auto')
     parser.add_argument('--batch-size', type=int, default=256)
+    parser.add_argument('--attack-epsilon', type=float, metavar='EPS',
+                        help='crops: also accuracy under FGSM and PGD-10 at EPS/255 (pixel space)')
+    parser.add_argument('--attack-samples', type=int, default=1000, help='images attacked (a fixed random subset)')
     args = parser.parse_args(argv)
     try:
         if args.protocol == 'frames':
@@ -216,17 +254,22 @@ def main(argv=None):
                                         device=args.device, landmark_backend=args.landmark_backend, progress=True)
         else:
             report = evaluate_checkpoint(args.model, args.data, args.kind, args.split, args.landmark_cache,
-                                         args.device, args.batch_size)
+                                         args.device, args.batch_size, args.attack_epsilon, args.attack_samples)
     except ValueError as error:
         raise SystemExit(f'fer-eval: {error}') from None
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     write_predictions(report.pop('predictions'), output / 'predictions.csv')
+    report.pop('probabilities', None)
     (output / 'report.json').write_text(json.dumps(report, indent=2))
     plot_confusion_matrix(report['confusion_matrix'], report['class_names'], output / 'confusion_matrix.png',
                           f'{Path(args.model).name} on {Path(args.data).name}/{args.split} ({args.protocol})')
     found = f'  faces found in {report["faces_found"]}/{report["num_images"]}' if args.protocol == 'frames' else ''
     print(f'accuracy {report["accuracy"]:.4f}  macro-F1 {report["macro_f1"]:.4f}{found}  -> {output}/report.json')
+    if 'attacks' in report:
+        attacks = report['attacks']
+        print(f'on {attacks["samples"]} images at {attacks["epsilon_255"]:g}/255: '
+              + '  '.join(f'{name} {value:.4f}' for name, value in attacks['accuracy'].items()))
     return report
 
 

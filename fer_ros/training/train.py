@@ -25,10 +25,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.ops import StochasticDepth
 from tqdm import tqdm
 
-from fer_ros.data.augment import FaceAugment
+from fer_ros.data.augment import FaceAugment, FeatureAugment
 from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
+from fer_ros.data.feature_cache import AUGMENTATIONS, CachedFeatureDataset, FeatureCache, cached_features
 from fer_ros.data.landmarks import LandmarkCache
-from fer_ros.model.checkpoint import ARCHITECTURES, load_training_state, save_checkpoint, save_training_state
+from fer_ros.model.checkpoint import (ARCHITECTURES, load_model, load_training_state, save_checkpoint,
+                                     save_training_state)
 from fer_ros.model.cnn_se_gcn import GeometryDiscriminator
 from fer_ros.model.inference import resolve_device
 from fer_ros.model.losses import LossConfig, TrainingObjective, discriminator_loss
@@ -38,7 +40,8 @@ from fer_ros.training.evaluate import classification_report, predict_loader
 STOCHASTIC_REGULARIZERS = (nn.Dropout, StochasticDepth)
 TRAIN_DEFAULTS = {'epochs': 30, 'batch_size': 64, 'lr': 1e-3, 'weight_decay': 5e-4, 'discriminator_lr': 2e-4,
                   'num_workers': 2, 'device': 'auto', 'amp': True, 'select_metric': 'accuracy',
-                  'half_checkpoint': False, 'warmup_epochs': 0, 'warmup_augment': None, 'warmup_dropout': True}
+                  'half_checkpoint': False, 'warmup_epochs': 0, 'warmup_augment': None, 'warmup_dropout': True,
+                  'lr_scale': {}}
 
 
 def load_config(path, overrides=()):
@@ -152,6 +155,8 @@ class Trainer:
         self.model_config, model_class = model_config_of(config, len(self.class_names))
         self.loss_config = LossConfig.from_dict(config.get('loss', {}))
         self.model = model_class(self.model_config).to(self.device)
+        if config.get('init_from'):
+            initialise_from(self.model, self.class_names, config['init_from'])
         landmark_head = getattr(self.model_config, 'landmark_head', False)
         self.discriminator = None
         if self.loss_config.weight('adversarial') and landmark_head:
@@ -160,22 +165,40 @@ class Trainer:
                                                             lr=self.train_config['discriminator_lr'],
                                                             betas=(0.5, 0.999))
         self.objective = TrainingObjective(self.loss_config, train_faces_class_counts(train_faces)).to(self.device)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.train_config['lr'],
-                                           weight_decay=self.train_config['weight_decay'])
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, self.train_config['lr'],
+                                                            self.train_config['lr_scale']),
+                                           lr=self.train_config['lr'], weight_decay=self.train_config['weight_decay'])
         self.scheduler = lr_schedule(self.optimizer, self.train_config['epochs'], self.train_config['warmup_epochs'])
         self.amp = bool(self.train_config['amp']) and self.device.type == 'cuda'
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp)
-        self.train_model = self.model
+        # The module trained: the whole model, or its head on cached trunk features (data.feature_cache).
+        self.fit_model = self.model
+        feature_cache = config['data'].get('feature_cache')
+        if feature_cache:
+            if not hasattr(self.model, 'trunk'):
+                raise ValueError(f'data.feature_cache needs an architecture with a frozen trunk '
+                                 f'(cnn_se_gcn_facemesh), not {self.model.architecture}')
+            self.fit_model = self.model.head
+        self.train_model = self.fit_model
         if self.distributed:
             geometry_used = self.loss_config.weight('geometry') or self.discriminator is not None
             self.train_model = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
+                self.fit_model, device_ids=[self.device.index] if self.device.type == 'cuda' else None,
                 find_unused_parameters=bool(landmark_head and not geometry_used))
-        self.augment = FaceAugment(**self.config.get('augment', {}))
+        augment_class = FeatureAugment if feature_cache else FaceAugment
+        self.augment = augment_class(**self.config.get('augment', {}))
         warmup_augment = self.train_config['warmup_augment']
-        self.warmup_augment = self.augment if warmup_augment is None else FaceAugment(**warmup_augment)
-        self.train_set = FaceDataset(train_faces, self.augment)
-        self.val_loader = DataLoader(FaceDataset(val_faces), batch_size=self.train_config['batch_size'] * 2,
+        self.warmup_augment = self.augment if warmup_augment is None else augment_class(**warmup_augment)
+        if feature_cache:
+            cache = FeatureCache(feature_cache, self.model.trunk, self.model_config.input_size)
+            log = (lambda line: print(line, flush=True)) if self.rank == 0 else (lambda line: None)
+            self.train_set = CachedFeatureDataset(train_faces, cached_features(cache, train_faces, AUGMENTATIONS, log),
+                                                  self.augment)
+            val_set = CachedFeatureDataset(val_faces, cached_features(cache, val_faces, ('none',), log))
+        else:
+            self.train_set = FaceDataset(train_faces, self.augment)
+            val_set = FaceDataset(val_faces)
+        self.val_loader = DataLoader(val_set, batch_size=self.train_config['batch_size'] * 2,
                                      num_workers=self.train_config['num_workers'])
         self.epoch = 0
         self.best = {'epoch': None, self.train_config['select_metric']: -1.0}
@@ -184,11 +207,11 @@ class Trainer:
         """Training modes and augmentation of this epoch's stage: the warm-up stage may use its own
         augmentation (``train.warmup_augment``) and run without dropout and stochastic depth
         (``train.warmup_dropout: false``); BatchNorm trains in both stages."""
-        self.model.train()
+        self.fit_model.train()
         warming_up = self.epoch < self.train_config['warmup_epochs']
         self.train_set.augment = self.warmup_augment if warming_up else self.augment
         if warming_up and not self.train_config['warmup_dropout']:
-            for module in self.model.modules():
+            for module in self.fit_model.modules():
                 if isinstance(module, STOCHASTIC_REGULARIZERS):
                     module.eval()
 
@@ -227,7 +250,7 @@ class Trainer:
             labels = batch['label'].to(self.device)
             with torch.autocast(self.device.type, enabled=self.amp):
                 loss, terms, output = self.objective(self.train_model, images, landmarks, labels, mask,
-                                                     self.discriminator, attack_model=self.model)
+                                                     self.discriminator, attack_model=self.fit_model)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -242,7 +265,7 @@ class Trainer:
         return {f'train_{name}': value / max(steps, 1) for name, value in totals.items()}
 
     def validate(self):
-        probabilities, labels = predict_loader(self.model, self.val_loader, self.device)
+        probabilities, labels = predict_loader(self.fit_model, self.val_loader, self.device)
         report = classification_report(probabilities, labels, self.class_names)
         return {'val_accuracy': report['accuracy'], 'val_macro_f1': report['macro_f1']}
 
@@ -271,7 +294,8 @@ class Trainer:
         data = {key: str(value) for key, value in self.config['data'].items() if not key.endswith('_samples')}
         return {'name': self.config.get('name', self.output_dir.name), 'labels': list(self.class_names),
                 'training_data': data, 'metrics': metrics, 'loss': self.config.get('loss', {}),
-                'epoch': self.epoch, 'seed': self.config.get('seed', 0)}
+                'epoch': self.epoch, 'seed': self.config.get('seed', 0),
+                **({'init_from': str(self.config['init_from'])} if self.config.get('init_from') else {})}
 
     def fit(self):
         """Train up to ``train.epochs``; returns the best validation metrics."""
@@ -313,6 +337,44 @@ class Trainer:
             if name != 'epoch':
                 writer.add_scalar(name, value, self.epoch)
         print(' '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in row.items()), flush=True)
+
+
+def parameter_groups(model, lr, lr_scale):
+    """Optimizer groups: parameters whose name starts with a prefix of ``lr_scale`` ({prefix: factor},
+    e.g. pretrained stages at a tenth of the learning rate) get lr * factor; the rest lr."""
+    groups = {prefix: [] for prefix in lr_scale}
+    rest = []
+    for name, parameter in model.named_parameters():
+        prefix = next((prefix for prefix in lr_scale if name.startswith(prefix)), None)
+        (groups[prefix] if prefix is not None else rest).append(parameter)
+    empty = [prefix for prefix, parameters in groups.items() if not parameters]
+    if empty:
+        raise ValueError(f'train.lr_scale prefixes {empty} match no parameter of the model')
+    return [{'params': rest, 'lr': lr}] + [{'params': groups[prefix], 'lr': lr * float(factor)}
+                                           for prefix, factor in lr_scale.items()]
+
+
+def initialise_from(model, class_names, path):
+    """Start from a trained checkpoint of the same architecture (fine-tuning): every weight of the same
+    name and shape; the classifier's rows matched by label name (new labels keep their fresh rows)."""
+    source, metadata = load_model(path)
+    if source.architecture != model.architecture:
+        raise ValueError(f'init_from {path} is a {source.architecture} model, not {model.architecture}')
+    own = model.state_dict()
+    source_rows = {label: row for row, label in enumerate(metadata['labels'])}
+    loaded = {}
+    for key, value in source.state_dict().items():
+        if key not in own:
+            continue
+        if key.split('.')[-2:-1] == ['classifier']:
+            value = torch.stack([value[source_rows[label]] if label in source_rows else own[key][row]
+                                 for row, label in enumerate(class_names)])
+        if value.shape == own[key].shape:
+            loaded[key] = value
+    model.load_state_dict(loaded, strict=False)
+    new_labels = [label for label in class_names if label not in source_rows]
+    print(f'initialised {len(loaded)}/{len(own)} tensors from {path}'
+          + (f'; new classifier rows for {new_labels}' if new_labels else ''), flush=True)
 
 
 def train_faces_class_counts(faces):

@@ -158,54 +158,65 @@ class TFLiteGraph(nn.Module):
         self.register_buffer(name, torch.from_numpy(np.array(array)))
         self._constant_names[index] = name
 
-    def _constant(self, index):
+    @property
+    def constant_indices(self):
+        """Indices of the graph's constant tensors (weights, biases, PReLU slopes, paddings)."""
+        return tuple(self._constant_names)
+
+    def constant(self, index):
+        """A constant tensor (torch layout: OIHW convolution weights, flat PReLU slopes)."""
         return getattr(self, self._constant_names[index])
 
-    def forward(self, x):
+    def forward(self, x, tensors=None):
+        """The graph's outputs, or the tensors of the given indices (e.g. intermediate feature maps)."""
         values = {index: getattr(self, name) for index, name in self._constant_names.items()}
         values[self.inputs[0]] = x.permute(0, 3, 1, 2) if x.dim() == 4 else x
         for op in self.operators:
             if op.kind == 'DEQUANTIZE':
                 continue
-            values[op.outputs[0]] = self._run(op, values)
-        return [values[i].permute(0, 2, 3, 1) if values[i].dim() == 4 else values[i] for i in self.outputs]
+            values[op.outputs[0]] = run_operator(op, values, self.constant, self.shapes)
+        wanted = self.outputs if tensors is None else tensors
+        return [values[i].permute(0, 2, 3, 1) if values[i].dim() == 4 else values[i] for i in wanted]
 
-    def _run(self, op, values):
-        o = op.options
-        if op.kind in ('CONV_2D', 'DEPTHWISE_CONV_2D'):
-            x, weight, bias = values[op.inputs[0]], self._constant(op.inputs[1]), self._constant(op.inputs[2])
-            if o['same']:
-                top, bottom = _same_padding(x.shape[2], weight.shape[2], o['stride'][0], o['dilation'][0])
-                left, right = _same_padding(x.shape[3], weight.shape[3], o['stride'][1], o['dilation'][1])
-                x = F.pad(x, (left, right, top, bottom))
-            groups = x.shape[1] if op.kind == 'DEPTHWISE_CONV_2D' else 1
-            return _activate(F.conv2d(x, weight, bias, o['stride'], 0, o['dilation'], groups), o['activation'])
-        if op.kind == 'MAX_POOL_2D':
-            x = values[op.inputs[0]]
-            if o['same']:
-                top, bottom = _same_padding(x.shape[2], o['kernel'][0], o['stride'][0])
-                left, right = _same_padding(x.shape[3], o['kernel'][1], o['stride'][1])
-                x = F.pad(x, (left, right, top, bottom), value=float('-inf'))
-            return _activate(F.max_pool2d(x, o['kernel'], o['stride']), o['activation'])
-        if op.kind == 'ADD':
-            return _activate(values[op.inputs[0]] + values[op.inputs[1]], o['activation'])
-        if op.kind == 'RELU':
-            return F.relu(values[op.inputs[0]])
-        if op.kind == 'PRELU':
-            x, alpha = values[op.inputs[0]], self._constant(op.inputs[1])
-            return torch.where(x >= 0, x, x * alpha.view(1, -1, 1, 1))
-        if op.kind == 'PAD':
-            x, pads = values[op.inputs[0]], self._constant(op.inputs[1]).tolist()  # NHWC [[b, a] x 4]
-            return F.pad(x, (*pads[2], *pads[1], *pads[3]))  # W, H, C in NCHW order of F.pad
-        if op.kind == 'RESHAPE':
-            x = values[op.inputs[0]]
-            if x.dim() == 4:
-                x = x.permute(0, 2, 3, 1)
-            return x.reshape(x.shape[0], *self.shapes[op.outputs[0]][1:])
-        if op.kind == 'CONCATENATION':
-            tensors = [values[i] for i in op.inputs]
-            axis = o['axis'] if o['axis'] >= 0 else o['axis'] + tensors[0].dim()
-            if tensors[0].dim() == 4:
-                axis = (0, 2, 3, 1)[axis]
-            return _activate(torch.cat(tensors, dim=axis), o['activation'])
-        raise TFLiteError(f'operator {op.kind} is not supported')
+
+def run_operator(op: Operator, values: dict, constant, shapes: dict):
+    """Output of one operator; ``values`` maps tensor indices to tensors (4-D ones NCHW),
+    ``constant(index)`` returns a constant tensor, ``shapes`` the graph's TFLite tensor shapes."""
+    o = op.options
+    if op.kind in ('CONV_2D', 'DEPTHWISE_CONV_2D'):
+        x, weight, bias = values[op.inputs[0]], constant(op.inputs[1]), constant(op.inputs[2])
+        if o['same']:
+            top, bottom = _same_padding(x.shape[2], weight.shape[2], o['stride'][0], o['dilation'][0])
+            left, right = _same_padding(x.shape[3], weight.shape[3], o['stride'][1], o['dilation'][1])
+            x = F.pad(x, (left, right, top, bottom))
+        groups = x.shape[1] if op.kind == 'DEPTHWISE_CONV_2D' else 1
+        return _activate(F.conv2d(x, weight, bias, o['stride'], 0, o['dilation'], groups), o['activation'])
+    if op.kind == 'MAX_POOL_2D':
+        x = values[op.inputs[0]]
+        if o['same']:
+            top, bottom = _same_padding(x.shape[2], o['kernel'][0], o['stride'][0])
+            left, right = _same_padding(x.shape[3], o['kernel'][1], o['stride'][1])
+            x = F.pad(x, (left, right, top, bottom), value=float('-inf'))
+        return _activate(F.max_pool2d(x, o['kernel'], o['stride']), o['activation'])
+    if op.kind == 'ADD':
+        return _activate(values[op.inputs[0]] + values[op.inputs[1]], o['activation'])
+    if op.kind == 'RELU':
+        return F.relu(values[op.inputs[0]])
+    if op.kind == 'PRELU':
+        x, alpha = values[op.inputs[0]], constant(op.inputs[1])
+        return torch.where(x >= 0, x, x * alpha.view(1, -1, 1, 1))
+    if op.kind == 'PAD':
+        x, pads = values[op.inputs[0]], constant(op.inputs[1]).tolist()  # NHWC [[b, a] x 4]
+        return F.pad(x, (*pads[2], *pads[1], *pads[3]))  # W, H, C in NCHW order of F.pad
+    if op.kind == 'RESHAPE':
+        x = values[op.inputs[0]]
+        if x.dim() == 4:
+            x = x.permute(0, 2, 3, 1)
+        return x.reshape(x.shape[0], *shapes[op.outputs[0]][1:])
+    if op.kind == 'CONCATENATION':
+        tensors = [values[i] for i in op.inputs]
+        axis = o['axis'] if o['axis'] >= 0 else o['axis'] + tensors[0].dim()
+        if tensors[0].dim() == 4:
+            axis = (0, 2, 3, 1)[axis]
+        return _activate(torch.cat(tensors, dim=axis), o['activation'])
+    raise TFLiteError(f'operator {op.kind} is not supported')

@@ -1,0 +1,166 @@
+"""CNN-SE-GCN on face-pretrained features: MediaPipe's face mesh network as the CNN backbone.
+
+Inputs are those of :class:`fer_ros.model.cnn_se_gcn.CNNSEGCN` (aligned gray
+crops [B, 1, 48, 48] in [0, 1] and crop-normalised landmarks [B, 468, 3]), so
+the node feeds it exactly what training saw. Inside:
+
+* a frozen trunk (:class:`FaceMeshTrunk`): the face mesh graph from the
+  crop (upscaled to 192 px) to its 24 px stage, 64 channels;
+* :class:`FaceMeshHead`, everything that is trained, on the trunk's output
+  (the feature cache stores it, so training needs no trunk pass):
+
+  - the graph's 12 px and 6 px stages, frozen or fine-tuned (``tune_stages``;
+    initialised from the graph);
+  - the CNN branch: per stage (24, 12, 6 px) average pooling to a
+    ``spatial_pool`` x ``spatial_pool`` grid and Squeeze-and-Excitation over
+    its channels (gated by the grid's mean), concatenated, standardised
+    (BatchNorm) and dropped out;
+  - the GCN branch over the 468-point mesh: node features are the
+    normalised coordinates plus, with ``landmark_appearance``, the 24 and
+    12 px maps sampled (bilinear) at each landmark and projected;
+  - fusion, classifier and the landmark-reconstruction head of CNNSEGCN
+    (computed in training mode only: it feeds the geometric losses).
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fer_ros.model.cnn_se_gcn import CNNSEGCNOutput, FusionHead, LandmarkHead
+from fer_ros.model.config import ConfigDict
+from fer_ros.model.face_mesh_features import STAGE_TENSORS, FaceMeshTrunk, load_face_mesh_graph, stage_section
+from fer_ros.model.gcn import LandmarkGCN
+from fer_ros.model.landmark_graph import NUM_LANDMARKS
+from fer_ros.model.se_resnet import SqueezeExcite
+
+ARCHITECTURE = 'cnn_se_gcn_facemesh'
+CACHED_STAGE = '24px'
+HEAD_STAGES = ('24px', '12px', '6px')
+
+
+@dataclass
+class FaceMeshCNNSEGCNConfig(ConfigDict):
+    """Architecture hyper-parameters; stored in every checkpoint's JSON."""
+    num_classes: int = 7
+    input_size: int = 48
+    num_landmarks: int = NUM_LANDMARKS
+    pretrained: bool = True          # face mesh weights (False: the same graph, random weights; ablation)
+    tune_stages: bool = False        # fine-tune the 12 px and 6 px stages (False: frozen)
+    use_se: bool = True
+    spatial_pool: int = 4
+    feature_dropout: float = 0.5     # on the concatenated, standardised CNN features
+    use_gcn: bool = True
+    landmark_appearance: bool = True
+    appearance_dim: int = 16
+    gcn_widths: tuple = (32, 32, 64)
+    geometry_dim: int = 128
+    landmark_head: bool = True
+    fusion_dim: int = 512
+    dropout: float = 0.5
+
+    @property
+    def needs_landmarks(self):
+        return self.use_gcn or self.landmark_head
+
+
+class StagePool(nn.Module):
+    """One stage's map -> average pool to a grid -> SE over channels -> flat vector."""
+
+    def __init__(self, channels, grid, use_se):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.se = SqueezeExcite(channels) if use_se else nn.Identity()
+        self.out_features = channels * grid * grid
+
+    def forward(self, x):
+        return self.se(self.pool(x)).flatten(1)
+
+
+def sample_at_landmarks(feature_map, landmarks, crop_size):
+    """Bilinear samples [B, N, C] of a map [B, C, h, w] covering the crop at crop-normalised landmarks.
+
+    Landmark x = i / S is the centre of crop pixel i (OpenCV convention), i.e.
+    (x + 0.5 / S) of the crop's extent; grid_sample's -1..1 spans that extent.
+    """
+    grid = (2 * (landmarks[..., :2] + 0.5 / crop_size) - 1)[:, :, None, :]
+    samples = F.grid_sample(feature_map.float(), grid.float(), mode='bilinear', padding_mode='border',
+                            align_corners=False)
+    return samples[..., 0].transpose(1, 2)
+
+
+class FaceMeshHead(nn.Module):
+    """Everything trained: cached 24 px trunk features [B, 64, 24, 24] (+ landmarks) -> CNNSEGCNOutput."""
+
+    input_bounds = None  # feature maps are unbounded (FGSM on them is not clamped)
+
+    def __init__(self, config, graph):
+        super().__init__()
+        cfg = self.config = config
+        self.stages = nn.ModuleList(
+            stage_section(graph, start, end, trainable=cfg.tune_stages, reinitialise=not cfg.pretrained)
+            for start, end in zip(HEAD_STAGES, HEAD_STAGES[1:]))
+        channels = [STAGE_TENSORS[stage][1] for stage in HEAD_STAGES]
+        self.pools = nn.ModuleList(StagePool(c, cfg.spatial_pool, cfg.use_se) for c in channels)
+        cnn_features = sum(pool.out_features for pool in self.pools)
+        self.standardise = nn.BatchNorm1d(cnn_features)
+        self.feature_dropout = nn.Dropout(cfg.feature_dropout)
+        self.appearance = None
+        if cfg.use_gcn and cfg.landmark_appearance:
+            self.appearance = nn.Sequential(nn.Linear(channels[0] + channels[1], cfg.appearance_dim),
+                                            nn.LayerNorm(cfg.appearance_dim), nn.ReLU(inplace=True))
+        extra = cfg.appearance_dim if self.appearance is not None else 0
+        self.gcn = LandmarkGCN(cfg.gcn_widths, cfg.geometry_dim, extra_features=extra) if cfg.use_gcn else None
+        self.fusion = FusionHead(cnn_features + (cfg.geometry_dim if cfg.use_gcn else 0), cfg.fusion_dim,
+                                 cfg.dropout)
+        self.classifier = nn.Linear(cfg.fusion_dim, cfg.num_classes)
+        self.landmark_head = LandmarkHead(cfg.fusion_dim, cfg.num_landmarks) if cfg.landmark_head else None
+
+    @property
+    def uses_landmarks(self):
+        return self.gcn is not None
+
+    def forward(self, features, landmarks=None):
+        maps = [features.float()]
+        for stage in self.stages:
+            maps.append(stage(maps[-1]))
+        pooled = torch.cat([pool(m) for pool, m in zip(self.pools, maps)], dim=1)
+        parts = [self.feature_dropout(self.standardise(pooled))]
+        geometry = None
+        if self.gcn is not None:
+            if landmarks is None:
+                raise ValueError('this model uses landmarks (use_gcn=True) but none were given')
+            extra = None
+            if self.appearance is not None:
+                sampled = [sample_at_landmarks(m, landmarks, self.config.input_size) for m in maps[:2]]
+                extra = self.appearance(torch.cat(sampled, dim=-1))
+            geometry = self.gcn(landmarks, extra)
+            parts.append(geometry.to(parts[0].dtype))
+        fused = self.fusion(torch.cat(parts, dim=1))
+        # The reconstruction only feeds training losses: skipped in eval mode (0.4 ms of a face at batch 1).
+        reconstructed = self.landmark_head(fused) if self.landmark_head is not None and self.training else None
+        return CNNSEGCNOutput(self.classifier(fused), fused, geometry, reconstructed)
+
+
+class FaceMeshCNNSEGCN(nn.Module):
+    """Frozen face mesh trunk + trained :class:`FaceMeshHead`; forward(image, landmarks) like CNNSEGCN."""
+
+    architecture = ARCHITECTURE
+    cached_stage = CACHED_STAGE
+
+    def __init__(self, config=None):
+        super().__init__()
+        self.config = config or FaceMeshCNNSEGCNConfig()
+        graph = load_face_mesh_graph()
+        self.trunk = FaceMeshTrunk(CACHED_STAGE, pretrained=self.config.pretrained, graph=graph)
+        self.head = FaceMeshHead(self.config, graph)
+
+    @property
+    def uses_landmarks(self):
+        return self.head.uses_landmarks
+
+    def forward(self, image, landmarks=None):
+        if image.shape[-2:] != (self.config.input_size,) * 2:
+            raise ValueError(f'expected {self.config.input_size}x{self.config.input_size} images, '
+                             f'got {tuple(image.shape[-2:])}')
+        return self.head(self.trunk(image), landmarks)
