@@ -9,10 +9,10 @@ outputs of its resolution stages (:data:`STAGE_TENSORS`, for a 192 px input):
 
 * :class:`FaceMeshTrunk` runs the graph from the image to a cut stage
   (frozen; its weights are read from the wheel at run time and never enter a
-  checkpoint). Its output is what :mod:`fer_ros.model.feature_cache` stores.
+  checkpoint). Its output is what :mod:`fer_ros.data.feature_cache` stores.
 * :class:`GraphSection` runs the operators between two stages with their
-  constants as trainable parameters initialised from the graph, so the last
-  stages can be fine-tuned on cached trunk outputs.
+  constants frozen or as trainable parameters initialised from the graph, so
+  the last stages can be fine-tuned on cached trunk outputs.
 
 The wheel's file is checked against :data:`FACE_LANDMARK_SHA256` (mediapipe
 0.10.21): another graph would silently give other features.
@@ -126,9 +126,7 @@ class FaceMeshTrunk(nn.Module):
         super().__init__()
         graph = graph or load_face_mesh_graph()
         self.stage, self.pretrained = stage, pretrained
-        self.channels = STAGE_TENSORS[stage][1]
         self.section = GraphSection(graph, None, _stage_tensor(stage), reinitialise=not pretrained)
-        self.requires_grad_(False)
 
     @staticmethod
     def graph_input(images):
