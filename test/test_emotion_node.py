@@ -236,6 +236,7 @@ def test_self_check_refuses_bad_requests(ros, request_fields, expected):
 @pytest.mark.parametrize('overrides, error', [
     ([Parameter('max_faces', value=0)], ValueError),
     ([Parameter('device', value='tpu')], ValueError),
+    ([Parameter('torch_threads', value=-1)], ValueError),
     ([Parameter('landmark_backend', value='dlib')], ValueError),
     ([Parameter('image_topics', value=['']), Parameter('compressed_image_topics', value=[''])], ValueError),
     ([Parameter('model', value='missing')], ModelNameError),

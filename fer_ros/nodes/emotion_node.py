@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -54,6 +55,8 @@ PARAMETERS = {
     'model': (DEFAULT_MODEL, 'model name, looked up in model_dir then in the shipped weights'),
     'model_dir': ('', 'user model directory searched before the shipped weights; empty for none'),
     'device': ('auto', 'inference device: auto, cpu or cuda'),
+    'torch_threads': (1, 'PyTorch intra-op threads for inference (0: torch default, one per core); 1 leaves '
+                         'the other cores to image decoding, MediaPipe and the camera driver'),
     'max_faces': (4, 'most faces per frame, 1 to 32'),
     'min_detection_confidence': (0.5, 'MediaPipe face detection threshold, 0 to 1'),
     'video_mode': (True, 'let MediaPipe track landmarks between frames of a stream (False: every frame alone)'),
@@ -119,6 +122,10 @@ class EmotionNode(Node):
         self._device = self._param('device')
         if self._device not in DEVICES:
             raise ValueError(f'parameter device must be one of {DEVICES}, got {self._device!r}')
+        if self._param('torch_threads') < 0:
+            raise ValueError('parameter torch_threads must be >= 0')
+        if self._param('torch_threads'):
+            torch.set_num_threads(self._param('torch_threads'))
         settings = self._pipeline_settings()
         self._store = ModelStore([self._param('model_dir'), SHIPPED_MODEL_DIR])
         self._pipeline = EmotionPipeline(self._load_classifier(self._param('model')), settings)
