@@ -82,13 +82,6 @@ class FeatureCache:
     def __len__(self):
         return len(self._index)
 
-    def __contains__(self, key):
-        return key in self._index
-
-    def missing(self, crops, augmentation):
-        """Indices of crops whose features under ``augmentation`` are not cached."""
-        return [i for i, crop in enumerate(crops) if crop_key(crop, augmentation) not in self._index]
-
     def lookup(self, crops, augmentation='none'):
         """float16 tensor [N, C, H, W] of the crops' cached features; KeyError names the first missing one."""
         rows = []
@@ -114,8 +107,10 @@ class FeatureCache:
             raise ValueError(f'crops must be uint8 [N, {self.crop_size}, {self.crop_size}], got {crops.shape}')
         todo = {}
         for augmentation in augmentations:
-            for index in self.missing(crops, augmentation):
-                todo.setdefault(crop_key(crops[index], augmentation), (index, augmentation))
+            for index, crop in enumerate(crops):
+                key = crop_key(crop, augmentation)
+                if key not in self._index:
+                    todo.setdefault(key, (index, augmentation))
         todo = list(todo.items())
         if not todo:
             return 0

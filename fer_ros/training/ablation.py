@@ -2,7 +2,8 @@
 
   fer-ablation --config config/train_fer2013.yaml --output runs/ablation
   fer-ablation --config config/train_fer2013.yaml --set train.epochs=3 --set data.max_per_class=300
-  fer-ablation --config config/train_fer2013_facemesh.yaml --output runs/ablation_facemesh --set train.epochs=4
+  fer-ablation --config config/train_fer2013_facemesh.yaml --output runs/ablation_facemesh \
+      --set train.epochs=3 --set augment.max_shift_cells=1
 
 The variants depend on the config's architecture. ``cnn_se_gcn`` (from
 scratch) adds one component at a time: CNN only, + SE, + GCN, + the landmark
@@ -13,9 +14,11 @@ instead of face-pretrained weights (its own feature cache), no SE, no GCN,
 no shift augmentation, the classification loss only (no landmark head),
 no appearance at the landmarks, fine-tuned instead of frozen stages, no
 geometric MSE, no adversarial term, the focal loss (gamma 2, class weights)
-instead of label-smoothed cross-entropy, + FGSM samples. Every
-variant gets the same config otherwise (the --set overrides apply to all, so
-the same budget), and is selected on the validation split. Writes
+instead of label-smoothed cross-entropy, + FGSM samples (``no_shift``
+compares against ``augment.max_shift_cells=1``, the config before the
+ablation turned shifts off). Every variant gets the same config otherwise
+(the --set overrides apply to all, so the same budget; a variant's own change
+wins over them), and is selected on the validation split. Writes
 ablation.json and ablation.md into the output folder; finished variants are
 skipped when the command is run again (resume).
 """
