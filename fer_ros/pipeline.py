@@ -15,7 +15,7 @@ from fer_ros.affect import valence_arousal
 from fer_ros.model.inference import ExpressionClassifier, align_face
 from fer_ros.vision.face_mesh import FaceMeshDetector
 from fer_ros.vision.torch_face_mesh import TorchFaceMesh
-from fer_ros.vision.tracking import FaceTracker
+from fer_ros.vision.tracking import FaceIds, FaceTracker
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,10 @@ class EmotionPipeline:
         settings.validate()
         self.settings = settings
         self._classifier = classifier
-        self._streams: dict[str, tuple[FaceMeshDetector | TorchFaceMesh, FaceTracker]] = {}
+        # stream -> (detector, tracker, the detector settings it was built with)
+        self._streams: dict[str, tuple[FaceMeshDetector | TorchFaceMesh, FaceTracker, tuple]] = {}
+        self._trackers: dict[str, FaceTracker] = {}
+        self._face_ids = FaceIds()  # one id space for all streams
         self._seen = deque(maxlen=settings.seen_crops)
         self._seen_lock = threading.Lock()
 
@@ -109,15 +112,35 @@ class EmotionPipeline:
         crops, landmarks = zip(*items)
         return np.stack(crops), np.stack(landmarks)
 
+    def update_settings(self, settings: PipelineSettings) -> None:
+        """New settings from the next frame on: trackers keep their faces; a stream's detector is rebuilt
+        when a detector setting changed (max_faces, min_detection_confidence, video_mode, backend)."""
+        settings.validate()
+        if settings.seen_crops != self.settings.seen_crops:
+            with self._seen_lock:
+                self._seen = deque(self._seen, maxlen=settings.seen_crops)
+        self.settings = settings
+
+    @staticmethod
+    def _detector_settings(s: PipelineSettings) -> tuple:
+        return s.max_faces, s.min_detection_confidence, s.video_mode, s.landmark_backend, s.landmark_device
+
     def _stream(self, name: str) -> tuple[FaceMeshDetector | TorchFaceMesh, FaceTracker]:
+        s = self.settings
+        if name in self._streams and self._streams[name][2] != self._detector_settings(s):
+            self._streams.pop(name)[0].close()
         if name not in self._streams:
-            s = self.settings
             if s.landmark_backend == 'torch':
                 detector = TorchFaceMesh(s.max_faces, s.min_detection_confidence, device=s.landmark_device)
             else:
                 detector = FaceMeshDetector(s.max_faces, s.min_detection_confidence, video_mode=s.video_mode)
-            self._streams[name] = (detector, FaceTracker(s.track_iou_threshold, s.track_max_age_s, s.smoothing))
-        return self._streams[name]
+            tracker = self._trackers.get(name) or FaceTracker(new_id=self._face_ids)
+            self._trackers[name] = tracker
+            self._streams[name] = (detector, tracker, self._detector_settings(s))
+        detector, tracker, _ = self._streams[name]
+        tracker.iou_threshold, tracker.max_age_s, tracker.smoothing = \
+            s.track_iou_threshold, s.track_max_age_s, s.smoothing
+        return detector, tracker
 
     def open_streams(self, streams: list[str], image_size: tuple[int, int] = (480, 640)) -> None:
         """Start each stream's detector now, on a blank frame (MediaPipe starts lazily, on its first frame)."""
@@ -144,13 +167,13 @@ class EmotionPipeline:
         labels = tuple(classifier.labels)
         results = []
         for face, face_id, face_probabilities in zip(faces, ids, probabilities):
-            smoothed = tracker.smooth(face_id, face_probabilities)
+            smoothed = tracker.smooth(face_id, face_probabilities, labels)
             valence, arousal = valence_arousal(smoothed, labels)
             results.append(FaceEmotion(face_id, face.box, labels, smoothed.astype(np.float32),
                                        valence, arousal, classifier.name))
         return results
 
     def close(self) -> None:
-        for detector, _ in self._streams.values():
+        for detector, _, _ in self._streams.values():
             detector.close()
         self._streams.clear()

@@ -153,7 +153,10 @@ def run_self_check(classifier: ExpressionClassifier, source: str, attacks: Seque
             raise SelfCheckError('no face seen yet: send frames with faces first, or give a dataset folder')
         targets = None
     else:
-        crops, landmarks, targets = labelled_folder_faces(Path(source).expanduser(), classifier.labels, samples)
+        try:
+            crops, landmarks, targets = labelled_folder_faces(Path(source).expanduser(), classifier.labels, samples)
+        except OSError as error:  # unreadable, too long a name, permissions
+            raise SelfCheckError(f'cannot read dataset folder {source[:200]!r}: {error.strerror or error}') from error
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 
 from fer_ros.msg import EmotionArray
@@ -26,7 +27,12 @@ from fer_ros.resources import share_file
 
 STARTUP_TIMEOUT_S = 120.0
 DRAIN_LIMIT_S = 60.0
+DIAGNOSTICS_WAIT_S = 1.2  # a little over the default diagnostics_period
 RESULTS_TOPIC = '/emotion'
+# The emotion node's frame counters in its /diagnostics status, as fer-run reports them.
+FRAME_COUNTERS = {'frames received': 'received', 'frames processed': 'answered',
+                  'frames skipped (newer frame arrived)': 'skipped (a newer frame came first)',
+                  'frames dropped (bad input or error)': 'dropped (bad input)'}
 
 
 def default_params_file() -> Path:
@@ -79,10 +85,23 @@ class PipelineMonitor:
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self._node)
         self.results = 0
+        self.node_counters: dict[str, str] = {}
         self._node.create_subscription(EmotionArray, RESULTS_TOPIC, self._count_result, 10)
+        self._node.create_subscription(DiagnosticArray, '/diagnostics', self._read_counters, 10)
 
     def _count_result(self, _message) -> None:
         self.results += 1
+
+    def _read_counters(self, message: DiagnosticArray) -> None:
+        for status in message.status:
+            if status.name.startswith('emotion_node'):
+                self.node_counters = {FRAME_COUNTERS[v.key]: v.value for v in status.values if v.key in FRAME_COUNTERS}
+
+    def frame_summary(self) -> str:
+        """Where the frames went, by the emotion node's last diagnostics."""
+        if not self.node_counters:
+            return 'no diagnostics from emotion_node'
+        return 'emotion_node frames: ' + ', '.join(f'{value} {key}' for key, value in self.node_counters.items())
 
     def _subscribed(self, topic: str, node_name: str) -> bool:
         return any(info.node_name == node_name for info in self._node.get_subscriptions_info_by_topic(topic))
@@ -105,6 +124,11 @@ class PipelineMonitor:
 
     def wait_until_quiet(self, quiet_s: float) -> None:
         spin_until_quiet(self._executor, lambda: self.results, quiet_s)
+
+    def spin_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self._executor.spin_once(timeout_sec=0.1)
 
     def close(self) -> None:
         self._executor.shutdown()
@@ -141,7 +165,9 @@ def run_source(args, params_file: Path, image_topic: str, remaps: list[str],
         processes.append(source)
         source_status = monitor.wait_for_exit(source)
         monitor.wait_until_quiet(args.drain)
-        print(f'fer-run: the source ended; {monitor.results} results on {RESULTS_TOPIC}', file=sys.stderr)
+        monitor.spin_for(DIAGNOSTICS_WAIT_S)  # the node's counters after its last frame
+        print(f'fer-run: the source ended; {monitor.results} results on {RESULTS_TOPIC} '
+              f'({monitor.frame_summary()})', file=sys.stderr)
         return source_status or (processes[0].poll() or 0)
     finally:
         monitor.close()

@@ -38,4 +38,37 @@ def write_model_zoo(directory: Path) -> dict[str, str]:
     metadata = json.loads((directory / 'incompatible.json').read_text())
     metadata['config']['cnn_widths'] = [16, 16, 32, 32]
     (directory / 'incompatible.json').write_text(json.dumps(metadata))
-    return {'tiny_a': 'ok', 'tiny_b': 'ok', 'corrupt': 'corrupt', 'incompatible': 'incompatible'}
+    for name, kind in BAD_MODELS.items():
+        if kind not in ('corrupt', 'incompatible'):
+            write_bad_model(directory, name, kind)
+    return {'tiny_a': 'ok', 'tiny_b': 'ok', **BAD_MODELS}
+
+
+# name -> kind of damage; each is refused by load_model with a ModelLoadError.
+BAD_MODELS = {'corrupt': 'corrupt', 'incompatible': 'incompatible', 'truncated': 'truncated',
+              'bit_flipped': 'bit_flipped', 'no_labels': 'no_labels', 'unknown_labels': 'unknown_labels',
+              'numeric_name': 'numeric_name', 'nan_weights': 'nan_weights'}
+
+
+def write_bad_model(directory: Path, name: str, kind: str) -> None:
+    """A tiny model damaged in one way (see BAD_MODELS)."""
+    torch.manual_seed(5)
+    model = CNNSEGCN(tiny_config())
+    if kind == 'nan_weights':
+        with torch.no_grad():
+            model.classifier.bias.fill_(float('nan'))
+    weights, metadata_path = save_checkpoint(directory / name, model, {'labels': list(FER2013_LABELS), 'name': name})
+    data = bytearray(weights.read_bytes())
+    metadata = json.loads(metadata_path.read_text())
+    if kind == 'truncated':
+        weights.write_bytes(bytes(data[:len(data) // 2]))
+    elif kind == 'bit_flipped':
+        data[-64] ^= 0x10
+        weights.write_bytes(bytes(data))
+    elif kind == 'no_labels':
+        del metadata['labels']
+    elif kind == 'unknown_labels':
+        metadata['labels'] = ['bored'] + metadata['labels'][1:]
+    elif kind == 'numeric_name':
+        metadata['name'] = 5
+    metadata_path.write_text(json.dumps(metadata))

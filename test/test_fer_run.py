@@ -19,8 +19,16 @@ def test_fer_run_on_a_video_prints_every_result(samples_dir, tmp_path, video, fa
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = re.findall(r'^\[[\d.]+ camera\] (\d+) face\(s\)', run.stdout, flags=re.MULTILINE)
     assert len(results) >= 5, run.stdout[-3000:]
-    summary = re.search(r'the source ended; (\d+) results on /emotion', run.stderr)
-    assert summary and int(summary[1]) >= 5, run.stderr[-3000:]
+    summary = re.search(r'the source ended; (\d+) results on /emotion \(emotion_node frames: (\d+) received, '
+                        r'(\d+) answered, (\d+) skipped \(a newer frame came first\), (\d+) dropped', run.stderr)
+    assert summary, run.stderr[-3000:]
+    counted, received, answered, skipped, dropped = map(int, summary.groups())
+    assert counted >= 5 and counted == answered
+    assert received == answered + skipped + dropped and dropped == 0
+    published = re.search(r'done after (\d+) frames', run.stderr)
+    # Reliable QoS with 10 frames of history both ends: frames reach the node unless it stalls for a third
+    # of a second (which a loaded CI machine can do), and the node accounts for every frame it received.
+    assert published and 0.9 * int(published[1]) <= received <= int(published[1])
     assert {int(n) for n in results} == {faces}
     if faces:
-        assert re.search(r'face_\d+ \w+ [01]\.\d\d \(v [+-]\d\.\d\d a [+-]\d\.\d\d\) box', run.stdout)
+        assert re.search(r'face_\w+ \w+ [01]\.\d\d \(v [+-]\d\.\d\d a [+-]\d\.\d\d\) box', run.stdout)

@@ -4,7 +4,10 @@ import ast
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+import rclpy
 import yaml
 
 from fer_ros.nodes import camera_source, emotion_node
@@ -47,7 +50,7 @@ def test_launch_arguments_default_to_the_node_defaults():
 
 @pytest.mark.parametrize('node_name, module', [('emotion_node', emotion_node), ('camera_source', camera_source)])
 def test_params_file_lists_every_parameter_with_its_default(node_name, module):
-    params = yaml.safe_load((REPO / 'config' / 'emotion.yaml').read_text())[node_name]['ros__parameters']
+    params = yaml.safe_load((REPO / 'config' / 'emotion.yaml').read_text())[f'/**/{node_name}']['ros__parameters']
     assert set(params) == set(module.PARAMETERS)
     for name, (default, _) in module.PARAMETERS.items():
         assert params[name] == default, name
@@ -57,3 +60,24 @@ def test_readme_documents_every_emotion_node_parameter():
     readme = (REPO / 'README.md').read_text()
     missing = [name for name in emotion_node.PARAMETERS if f'| `{name}` |' not in readme]
     assert not missing, f'README parameter table lacks {missing}'
+
+
+@pytest.mark.parametrize('namespace', ['', 'robot1', 'lab/robot2'])
+def test_params_file_reaches_the_node_in_any_namespace(tmp_path, namespace):
+    params = yaml.safe_load((REPO / 'config' / 'emotion.yaml').read_text())
+    params['/**/camera_source']['ros__parameters'].update(rate=12.5, frame_id='head_camera')
+    params_file = tmp_path / 'params.yaml'
+    params_file.write_text(yaml.safe_dump(params))
+    (tmp_path / 'frames').mkdir()
+    cv2.imwrite(str(tmp_path / 'frames' / 'a.png'), np.zeros((8, 8, 3), np.uint8))
+    context = rclpy.Context()
+    rclpy.init(context=context, args=['--ros-args', '--params-file', str(params_file),
+                                      '-p', f'source:={tmp_path / "frames"}'])
+    try:
+        node = camera_source.CameraSource(context=context, namespace=namespace)
+        assert node.get_fully_qualified_name() == f'/{namespace}/camera_source'.replace('//', '/')
+        assert node.get_parameter('rate').value == 12.5
+        assert node.get_parameter('frame_id').value == 'head_camera'
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -88,6 +88,63 @@ def test_architecture_mismatch(saved):
         load_model(path)
 
 
+def test_bit_flipped_weights_are_refused_by_their_sha256(saved):
+    _, path = saved
+    weights = path.with_suffix('.safetensors')
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0x04  # inside the last tensor: still a well-formed safetensors file
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match='sha256'):
+        load_model(path)
+
+
+def test_checkpoint_without_a_recorded_sha256_still_loads(saved):
+    _, path = saved
+    metadata_path = path.with_suffix('.json')
+    metadata = json.loads(metadata_path.read_text())
+    del metadata['weights_sha256']
+    metadata_path.write_text(json.dumps(metadata))
+    load_model(path)
+
+
+def edit_metadata(path, **changes):
+    metadata_path = path.with_suffix('.json')
+    metadata = json.loads(metadata_path.read_text())
+    metadata.update(changes)
+    metadata_path.write_text(json.dumps(metadata))
+
+
+@pytest.mark.parametrize('changes, message', [
+    (dict(labels=['happy', 'bored', 'sad', 'angry', 'scared', 'surprised', 'neutral']), 'expression labels'),
+    (dict(labels=['happy'] * 7), 'distinct'),
+    (dict(labels='happy sad'), 'list of strings'),
+    (dict(name=5), 'name must be a string'),
+    (dict(config=[1, 2]), 'config must be'),
+    (dict(architecture=['cnn_se_gcn']), 'unknown architecture'),
+])
+def test_invalid_metadata_is_refused(saved, changes, message):
+    _, path = saved
+    edit_metadata(path, **changes)
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(path)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    model = CNNSEGCN(CNNSEGCNConfig(**TINY))
+    with torch.no_grad():
+        model.classifier.weight[0, 0] = float('nan')
+    save_checkpoint(tmp_path / 'nan', model, {'labels': list(FER2013_LABELS)})
+    with pytest.raises(ModelLoadError, match='NaN or infinite'):
+        load_model(tmp_path / 'nan')
+
+
+def test_classifier_is_named_as_loaded_not_by_its_metadata(saved):
+    _, path = saved
+    edit_metadata(path, name='something_else')
+    assert ExpressionClassifier(path, device='cpu').name == 'fer'
+    assert ExpressionClassifier(path, device='cpu', name='alias').name == 'alias'
+
+
 def test_training_state_round_trip(tmp_path, saved):
     model, _ = saved
     optimizer = torch.optim.AdamW(model.parameters())

@@ -63,7 +63,8 @@ def agreement(first: ReplayRun, second: ReplayRun) -> dict:
 
 
 def evaluate(bag, *, mode='offline', topic=None, labels_file=None, label_topic='/labels', model=DEFAULT_MODEL,
-             model_dir='', device='auto', video_mode=False, rate=1.0, output='reports/bag_eval') -> dict:
+             model_dir='', device='auto', video_mode=False, rate=1.0, respawn=False,
+             output='reports/bag_eval') -> dict:
     """Run the requested modes, write their reports under output/<mode>; returns a summary."""
     bag, output = Path(bag), Path(output)
     topic = image_topic(bag, topic)
@@ -80,7 +81,7 @@ def evaluate(bag, *, mode='offline', topic=None, labels_file=None, label_topic='
         params = [f'model:={model}', f'device:={device}', f'video_mode:={str(video_mode).lower()}']
         if model_dir:
             params.append(f'model_dir:={model_dir}')
-        runs['live'] = run_live(bag, topic, recording, node_params=params, rate=rate)
+        runs['live'] = run_live(bag, topic, recording, node_params=params, rate=rate, respawn=respawn)
     summary = {'bag': str(bag), 'topic': topic, 'labelled': labels is not None, 'reports': {}}
     for name, run in runs.items():
         report = score(run, labels)
@@ -110,12 +111,15 @@ def main(argv=None) -> int:
     parser.add_argument('--video-mode', action='store_true',
                         help='MediaPipe tracking between frames (for continuous video; off for dataset bags)')
     parser.add_argument('--rate', type=float, default=1.0, help='live: multiple of the recorded rate')
+    parser.add_argument('--respawn', action='store_true',
+                        help='live: restart the node if it dies during the replay (frames meanwhile count as lost)')
     parser.add_argument('--output', type=Path, default=Path('reports/bag_eval'))
     args = parser.parse_args(argv)
     try:
         summary = evaluate(args.bag, mode=args.mode, topic=args.topic, labels_file=args.labels,
                            label_topic=args.label_topic, model=args.model, model_dir=args.model_dir,
-                           device=args.device, video_mode=args.video_mode, rate=args.rate, output=args.output)
+                           device=args.device, video_mode=args.video_mode, rate=args.rate, respawn=args.respawn,
+                           output=args.output)
     except (BagError, LabelError, ModelNameError, ModelLoadError, ValueError) as error:
         raise SystemExit(f'fer-bag-eval: {error}') from None
     for name, result in summary['reports'].items():
@@ -123,7 +127,8 @@ def main(argv=None) -> int:
         scored = '' if result['accuracy'] is None else \
             f", accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f}"
         print(f"{name}: {frames['total']} frames ({frames['face']} face, {frames['no_face']} no face, "
-              f"{frames['skipped']} skipped, {frames['bad']} bad), {result['throughput_fps']:.1f} frames/s"
+              f"{frames['skipped']} skipped, {frames['lost']} lost, {frames['bad']} bad), "
+              f"{result['throughput_fps']:.1f} frames/s"
               f"{scored} -> {result['path']}")
     if 'agreement' in summary:
         agree = summary['agreement']

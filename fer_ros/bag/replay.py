@@ -2,13 +2,16 @@
 
 Both give one :class:`FrameResult` per input frame, so every frame is
 accounted for: ``face`` (at least one face classified), ``no_face`` (an empty
-result), ``skipped`` (live only: the node took a newer frame instead) or
-``bad`` (the image could not be decoded; the node drops such frames too).
+result), ``skipped`` (live only: the node took a newer frame instead),
+``lost`` (live only: sent while the node was down, from a crash until a
+restarted node answered) or ``bad`` (the image could not be decoded; the
+node drops such frames too).
 """
 
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,7 +22,7 @@ from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings, lar
 from fer_ros.resources import share_file
 from fer_ros.run import spin_until_quiet, stop
 
-STATUSES = ('face', 'no_face', 'skipped', 'bad')
+STATUSES = ('face', 'no_face', 'skipped', 'lost', 'bad')
 OUTPUT_TOPIC = '/emotion'
 
 
@@ -77,12 +80,19 @@ def faces_of_emotion_array(message) -> list[FaceEmotion]:
                         e.model) for e in message.emotions]
 
 
-def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float = 1.0,
-             drain_s: float = 3.0, startup_timeout_s: float = 120.0) -> ReplayRun:
+def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float = 1.0, respawn: bool = False,
+             drain_s: float = 3.0, startup_timeout_s: float = 120.0,
+             before_frame: Callable[[int, int], None] | None = None) -> ReplayRun:
     """Replay the topic into an emotion node in its own process, record /emotion into output_bag, score it.
 
     ``rate`` multiplies the recorded rate. ``node_params`` are extra
     ``name:=value`` parameters for the node (model, model_dir, video_mode...).
+    If the node dies during the replay, the replay goes on like a camera would:
+    frames sent from then until a node answers again are ``lost``; with
+    ``respawn`` a new node is started at once (like launch's respawn), and
+    ``details['crashes']`` says when each crash happened and how soon the new
+    node answered. ``before_frame(index, node_pid)`` runs before each frame is
+    sent (the reliability benchmark and the tests kill the node with it).
     """
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -104,12 +114,15 @@ def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float
                '--params-file', str(share_file('config/emotion.yaml')), '-r', f'emotion:={OUTPUT_TOPIC}']
     for param in input_params + list(node_params):
         command += ['-p', param]
-    node_process = subprocess.Popen(command)
+    processes = [subprocess.Popen(command)]
 
     context = rclpy.Context()
     rclpy.init(args=[], context=context)
     received: list[tuple[int, bytes]] = []  # (wall-clock ns, CDR)
     sent_ns: dict[int, int] = {}  # header stamp -> wall-clock ns when sent
+    crashes: list[dict] = []
+    down_since_ns = None  # wall-clock ns of the last crash, until a result arrives after it
+    lost_stamps: set[int] = set()
     start = time.perf_counter()
     try:
         node = rclpy.create_node('fer_bag_replay', context=context)
@@ -121,8 +134,8 @@ def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float
                                  QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
         deadline = time.monotonic() + startup_timeout_s
         while publisher.get_subscription_count() == 0 or node.count_publishers(OUTPUT_TOPIC) == 0:
-            if node_process.poll() is not None:
-                raise BagError(f'the emotion node exited with code {node_process.returncode} before replay')
+            if processes[-1].poll() is not None:
+                raise BagError(f'the emotion node exited with code {processes[-1].returncode} before replay')
             if time.monotonic() > deadline:
                 raise BagError('the emotion node did not subscribe in time')
             executor.spin_once(timeout_sec=0.1)
@@ -131,32 +144,48 @@ def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float
             due = replay_start + (frame.bag_time_ns - first_bag_time) * 1e-9 / rate
             while (remaining := due - time.monotonic()) > 0:
                 executor.spin_once(timeout_sec=remaining)
+            if before_frame is not None:
+                before_frame(frame.index, processes[-1].pid)
+            if down_since_ns is None and processes[-1].poll() is not None:
+                down_since_ns = time.time_ns()
+                crashes.append({'frame': frame.index, 'exit_code': processes[-1].returncode,
+                                'respawned': respawn, 'answered_after_s': None})
+                if respawn:
+                    processes.append(subprocess.Popen(command))
+            if down_since_ns is not None and received and received[-1][0] > down_since_ns:
+                crashes[-1]['answered_after_s'] = (received[-1][0] - down_since_ns) * 1e-9
+                down_since_ns = None
             sent_ns[frame.stamp_ns] = time.time_ns()
+            if down_since_ns is not None:
+                lost_stamps.add(frame.stamp_ns)
             publisher.publish(frame.raw)
             executor.spin_once(timeout_sec=0)
         spin_until_quiet(executor, lambda: len(received), drain_s)
-        if node_process.poll() is not None:
-            raise BagError(f'the emotion node exited with code {node_process.returncode} during the replay')
+        if down_since_ns is not None and received and received[-1][0] > down_since_ns:
+            crashes[-1]['answered_after_s'] = (received[-1][0] - down_since_ns) * 1e-9
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
-        stop([node_process])
+        stop(processes)
     # Throughput over the replay itself: first frame sent to last result received.
     wall = (received[-1][0] - min(sent_ns.values())) * 1e-9 if received else time.perf_counter() - start
 
     with BagWriter(output_bag) as writer:
         for received_ns, raw in received:
             writer.write_raw(OUTPUT_TOPIC, EMOTION_ARRAY, received_ns, raw)
-    results = score_recording(frames, output_bag, sent_ns)
+    results = score_recording(frames, output_bag, sent_ns, lost_stamps)
     return ReplayRun('live', topic, _model_param(node_params), results, wall,
-                     {'rate': rate, 'output_bag': str(output_bag), 'messages_recorded': len(received)})
+                     {'rate': rate, 'output_bag': str(output_bag), 'messages_recorded': len(received),
+                      'crashes': crashes})
 
 
-def score_recording(frames, output_bag, sent_ns: dict[int, int] | None = None) -> list[FrameResult]:
+def score_recording(frames, output_bag, sent_ns: dict[int, int] | None = None,
+                    lost_stamps: set[int] = frozenset()) -> list[FrameResult]:
     """FrameResults of input frames, matched by header stamp to the EmotionArrays in output_bag.
 
     With ``sent_ns`` (stamp -> wall-clock ns the frame was sent), latency is the
-    output's bag time (its arrival) minus that.
+    output's bag time (its arrival) minus that. An unanswered frame whose stamp
+    is in ``lost_stamps`` (sent while the node was down) is ``lost``.
     """
     by_stamp = {}
     with BagReader(output_bag) as reader:
@@ -167,7 +196,8 @@ def score_recording(frames, output_bag, sent_ns: dict[int, int] | None = None) -
         if frame.image is None:
             results.append(FrameResult(frame.index, frame.stamp_ns, 'bad', error=frame.error))
         elif frame.stamp_ns not in by_stamp:
-            results.append(FrameResult(frame.index, frame.stamp_ns, 'skipped'))
+            results.append(FrameResult(frame.index, frame.stamp_ns,
+                                       'lost' if frame.stamp_ns in lost_stamps else 'skipped'))
         else:
             bag_time, message = by_stamp[frame.stamp_ns]
             latency = (bag_time - sent_ns[frame.stamp_ns]) * 1e-9 if sent_ns and frame.stamp_ns in sent_ns else None

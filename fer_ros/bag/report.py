@@ -40,12 +40,13 @@ def score(run: ReplayRun, labels) -> dict:
         scored = [(t, face) for t, face in scored if t in class_names]
     report['why_without_result'] = {
         'no_face': 'no face found in the frame (an empty EmotionArray)',
-        'skipped': 'the node was busy and took a newer frame of the topic instead (newest-frame policy, QoS depth 1)',
+        'skipped': 'the node was busy and took a newer frame of the topic instead (newest-frame policy)',
+        'lost': 'sent while the node was down: after it crashed, until a restarted node answered',
         'bad': sorted({f.error for f in frames if f.status == 'bad'}),
     }
     report['labelled_frames_without_result'] = {
         status: sum(1 for t, f in zip(truth, frames) if t is not None and f.status == status)
-        for status in ('no_face', 'skipped', 'bad')}
+        for status in ('no_face', 'skipped', 'lost', 'bad')}
     if scored:
         targets = np.array([class_names.index(t) for t, _ in scored])
         probabilities = np.stack([face.probabilities for _, face in scored])
@@ -81,7 +82,12 @@ def markdown(report: dict) -> str:
     lines = [f"# fer_ros bag evaluation: {report['model']} ({report['mode']})", '',
              f"Topic `{report['topic']}`: {frames['total']} frames, {frames['labelled']} labelled; "
              f"{frames['face']} with a face, {frames['no_face']} without, {frames['skipped']} skipped, "
-             f"{frames['bad']} undecodable.", '']
+             f"{frames['lost']} lost, {frames['bad']} undecodable.", '']
+    for crash in report.get('crashes', []):
+        answered = ('never answered again' if crash['answered_after_s'] is None
+                    else f"a node answered {crash['answered_after_s']:.1f} s later")
+        lines.append(f"The node died (exit code {crash['exit_code']}) before frame {crash['frame']}"
+                     f"{', was restarted' if crash['respawned'] else ''}; {answered}.")
     if report.get('throughput_fps'):
         lines.append(f"Throughput: {report['throughput_fps']:.1f} frames/s over {report['wall_seconds']:.1f} s.")
     timing = report.get('latency') or report.get('processing_time')

@@ -2,10 +2,12 @@
 
 The JSON holds everything needed to rebuild and use the model: format
 version, architecture name and config, labels, input size, number of
-landmarks, plus free-form training data and metrics. Training state for an
+landmarks, the sha256 of the weights file (checked on load, so a truncated
+or bit-flipped file is refused), plus free-form training data and metrics. Training state for an
 exact resume (optimizer, scheduler, RNG, epoch) is a separate ``.pt`` file
 read with ``torch.load(weights_only=True)``.
 """
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from fer_ros.labels import ALIASES
 from fer_ros.model.baselines import PCNN, EfficientNetFER, EfficientNetFERConfig, PCNNConfig
 from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig
 from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN, FaceMeshCNNSEGCNConfig
@@ -26,6 +29,7 @@ ARCHITECTURES = {
     FaceMeshCNNSEGCN.architecture: (FaceMeshCNNSEGCNConfig, FaceMeshCNNSEGCN),
 }
 DEFAULT_NAME = 'model'
+KNOWN_LABELS = frozenset(ALIASES.values())
 
 
 class ModelLoadError(ValueError):
@@ -58,6 +62,7 @@ def save_checkpoint(path, model, metadata, half=False):
         state[key] = (tensor.half() if half and tensor.is_floating_point() else tensor).contiguous()
     save_file(state, str(weights_path))
     document = dict(metadata)
+    document['weights_sha256'] = file_sha256(weights_path)
     document.update({
         'format_version': FORMAT_VERSION,
         'architecture': model.architecture,
@@ -70,6 +75,14 @@ def save_checkpoint(path, model, metadata, half=False):
     })
     metadata_path.write_text(json.dumps(document, indent=2, default=str))
     return weights_path, metadata_path
+
+
+def file_sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as file:
+        for block in iter(lambda: file.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_metadata(path):
@@ -86,9 +99,22 @@ def read_metadata(path):
     missing = [key for key in ('architecture', 'config', 'labels') if key not in metadata]
     if missing:
         raise ModelLoadError(f'model metadata {metadata_path} lacks {missing}')
-    if metadata['architecture'] not in ARCHITECTURES:
+    if not isinstance(metadata['architecture'], str) or metadata['architecture'] not in ARCHITECTURES:
         raise ModelLoadError(f'unknown architecture {metadata["architecture"]!r} in {metadata_path}; '
                              f'known: {sorted(ARCHITECTURES)}')
+    if not isinstance(metadata['config'], dict):
+        raise ModelLoadError(f'model metadata {metadata_path}: config must be a JSON object')
+    labels = metadata['labels']
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ModelLoadError(f'model metadata {metadata_path}: labels must be a list of strings, got {labels!r}')
+    unknown = [label for label in labels if label not in KNOWN_LABELS]
+    if unknown or len(set(labels)) != len(labels):
+        raise ModelLoadError(f'model metadata {metadata_path}: labels must be distinct expression labels '
+                             f'({", ".join(sorted(KNOWN_LABELS))}); got {labels}')
+    if not isinstance(metadata.get('weights_sha256', ''), str):
+        raise ModelLoadError(f'model metadata {metadata_path}: weights_sha256 must be a string')
+    if not isinstance(metadata.get('name', ''), str):
+        raise ModelLoadError(f'model metadata {metadata_path}: name must be a string, got {metadata["name"]!r}')
     return metadata
 
 
@@ -98,8 +124,8 @@ def build_model(metadata):
     try:
         config = config_class.from_dict(metadata['config'])
         model = model_class(config)
-    except (TypeError, ValueError) as error:
-        raise ModelLoadError(f'invalid architecture config: {error}') from error
+    except (TypeError, ValueError, KeyError, AttributeError, RuntimeError, MemoryError) as error:
+        raise ModelLoadError(f'invalid architecture config: {error!r}') from error
     if len(metadata['labels']) != config.num_classes:
         raise ModelLoadError(f'{len(metadata["labels"])} labels for {config.num_classes} classes')
     return model
@@ -109,12 +135,18 @@ def load_model(path, device='cpu'):
     """(model in eval mode on ``device``, metadata dict) of a checkpoint.
 
     Raises :class:`ModelLoadError` for a missing weights or JSON file, a corrupt
-    safetensors file, invalid JSON or weights that do not fit the architecture.
+    safetensors file or one whose sha256 differs from its JSON's ``weights_sha256``
+    (when recorded), invalid JSON or metadata (types, unknown labels), weights
+    that do not fit the architecture or that are not finite.
     """
     weights_path, _ = checkpoint_paths(path)
     if not weights_path.is_file():
         raise ModelLoadError(f'model weights file {weights_path} not found')
     metadata = read_metadata(path)
+    expected_sha256 = metadata.get('weights_sha256')
+    if expected_sha256 is not None and file_sha256(weights_path) != expected_sha256:
+        raise ModelLoadError(f'weights file {weights_path} does not match the sha256 in its JSON '
+                             '(truncated, corrupted or replaced)')
     model = build_model(metadata)
     try:
         state = load_file(str(weights_path))
@@ -128,6 +160,10 @@ def load_model(path, device='cpu'):
         raise ModelLoadError(
             f'weights in {weights_path} do not match the architecture in its JSON: '
             f'missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {sorted(mismatched)[:5]}')
+    not_finite = sorted(key for key, tensor in state.items()
+                        if tensor.is_floating_point() and not torch.isfinite(tensor).all())
+    if not_finite:
+        raise ModelLoadError(f'weights in {weights_path} hold NaN or infinite values: {not_finite[:5]}')
     model.load_state_dict({key: tensor.to(expected[key].dtype) for key, tensor in state.items()})
     return model.to(device).eval(), metadata
 

@@ -5,12 +5,14 @@ crops [B, 1, 48, 48] in [0, 1] and crop-normalised landmarks [B, 468, 3]), so
 the node feeds it exactly what training saw. Inside:
 
 * a frozen trunk (:class:`FaceMeshTrunk`): the face mesh graph from the
-  crop (upscaled to 192 px) to its 24 px stage, 64 channels;
+  crop (upscaled to 192 px) to its ``cached_stage`` (24 px, 64 channels, by
+  default; 48 px, 32 channels, to fine-tune one more stage);
 * :class:`FaceMeshHead`, everything that is trained, on the trunk's output
   (the feature cache stores it, so training needs no trunk pass):
 
-  - the graph's 12 px and 6 px stages, frozen or fine-tuned (``tune_stages``;
-    initialised from the graph);
+  - the graph's stages after the cached one (12 px and 6 px; with a 48 px
+    cache also 24 px), frozen or fine-tuned (``tune_stages``; initialised
+    from the graph);
   - the CNN branch: per stage (24, 12, 6 px) average pooling to a
     ``spatial_pool`` x ``spatial_pool`` grid and Squeeze-and-Excitation over
     its channels (gated by the grid's mean), concatenated, standardised
@@ -35,8 +37,9 @@ from fer_ros.model.landmark_graph import NUM_LANDMARKS
 from fer_ros.model.se_resnet import SqueezeExcite
 
 ARCHITECTURE = 'cnn_se_gcn_facemesh'
-CACHED_STAGE = '24px'
-HEAD_STAGES = ('24px', '12px', '6px')
+STAGES = ('48px', '24px', '12px', '6px')
+POOLED_STAGES = ('24px', '12px', '6px')   # the CNN branch reads these maps
+SAMPLED_STAGES = ('24px', '12px')         # the GCN's node features sample these at the landmarks
 
 
 @dataclass
@@ -46,7 +49,8 @@ class FaceMeshCNNSEGCNConfig(ConfigDict):
     input_size: int = 48
     num_landmarks: int = NUM_LANDMARKS
     pretrained: bool = True          # face mesh weights (False: the same graph, random weights; ablation)
-    tune_stages: bool = False        # fine-tune the 12 px and 6 px stages (False: frozen)
+    cached_stage: str = '24px'       # the trunk's (and the feature cache's) last stage: '24px' or '48px'
+    tune_stages: bool = False        # fine-tune the stages after cached_stage (False: frozen)
     use_se: bool = True
     spatial_pool: int = 4
     feature_dropout: float = 0.5     # on the concatenated, standardised CNN features
@@ -97,10 +101,13 @@ class FaceMeshHead(nn.Module):
     def __init__(self, config, graph):
         super().__init__()
         cfg = self.config = config
+        if cfg.cached_stage not in STAGES[:2]:
+            raise ValueError(f'cached_stage must be 48px or 24px, got {cfg.cached_stage!r}')
+        self.map_stages = STAGES[STAGES.index(cfg.cached_stage):]
         self.stages = nn.ModuleList(
             stage_section(graph, start, end, trainable=cfg.tune_stages, reinitialise=not cfg.pretrained)
-            for start, end in zip(HEAD_STAGES, HEAD_STAGES[1:]))
-        channels = [STAGE_TENSORS[stage][1] for stage in HEAD_STAGES]
+            for start, end in zip(self.map_stages, self.map_stages[1:]))
+        channels = [STAGE_TENSORS[stage][1] for stage in POOLED_STAGES]
         self.pools = nn.ModuleList(StagePool(c, cfg.spatial_pool, cfg.use_se) for c in channels)
         cnn_features = sum(pool.out_features for pool in self.pools)
         self.standardise = nn.BatchNorm1d(cnn_features)
@@ -124,7 +131,8 @@ class FaceMeshHead(nn.Module):
         maps = [features.float()]
         for stage in self.stages:
             maps.append(stage(maps[-1]))
-        pooled = torch.cat([pool(m) for pool, m in zip(self.pools, maps)], dim=1)
+        by_stage = dict(zip(self.map_stages, maps))
+        pooled = torch.cat([pool(by_stage[stage]) for pool, stage in zip(self.pools, POOLED_STAGES)], dim=1)
         parts = [self.feature_dropout(self.standardise(pooled))]
         geometry = None
         if self.gcn is not None:
@@ -132,7 +140,8 @@ class FaceMeshHead(nn.Module):
                 raise ValueError('this model uses landmarks (use_gcn=True) but none were given')
             extra = None
             if self.appearance is not None:
-                sampled = [sample_at_landmarks(m, landmarks, self.config.input_size) for m in maps[:2]]
+                sampled = [sample_at_landmarks(by_stage[stage], landmarks, self.config.input_size)
+                           for stage in SAMPLED_STAGES]
                 extra = self.appearance(torch.cat(sampled, dim=-1))
             geometry = self.gcn(landmarks, extra)
             parts.append(geometry.to(parts[0].dtype))
@@ -146,13 +155,12 @@ class FaceMeshCNNSEGCN(nn.Module):
     """Frozen face mesh trunk + trained :class:`FaceMeshHead`; forward(image, landmarks) like CNNSEGCN."""
 
     architecture = ARCHITECTURE
-    cached_stage = CACHED_STAGE
 
     def __init__(self, config=None):
         super().__init__()
         self.config = config or FaceMeshCNNSEGCNConfig()
         graph = load_face_mesh_graph()
-        self.trunk = FaceMeshTrunk(CACHED_STAGE, pretrained=self.config.pretrained, graph=graph)
+        self.trunk = FaceMeshTrunk(self.config.cached_stage, pretrained=self.config.pretrained, graph=graph)
         self.head = FaceMeshHead(self.config, graph)
 
     @property

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import torch
 
-from fer_ros.model.checkpoint import load_model
+from fer_ros.model.checkpoint import ModelLoadError, load_model
 
 # Eye corners of the MediaPipe face mesh, image-left eye then image-right eye.
 LEFT_EYE_CORNERS = (33, 133)
@@ -77,12 +77,16 @@ def resolve_device(device='auto'):
 
 
 class ExpressionClassifier:
-    """A loaded checkpoint that classifies batches of aligned crops."""
+    """A loaded checkpoint that classifies batches of aligned crops.
 
-    def __init__(self, model_path, device='auto'):
+    ``name``: what results call the model; by default the name it was loaded
+    as (the checkpoint file's stem), never a value read from the file.
+    """
+
+    def __init__(self, model_path, device='auto', name=None):
         self._device = resolve_device(device)
         self._model, self._metadata = load_model(model_path, self._device)
-        self._name = self._metadata.get('name') or Path(model_path).with_suffix('').name
+        self._name = name or Path(model_path).with_suffix('').name
 
     @property
     def labels(self):
@@ -141,7 +145,13 @@ class ExpressionClassifier:
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def warm_up(self) -> None:
-        """One forward pass on a blank face, so the first real face is not slowed by lazy initialisation."""
+        """One forward pass on a blank face, so the first real face is not slowed by lazy initialisation;
+        ModelLoadError when it does not answer finite probabilities."""
         size = self.input_size
-        self.predict(np.zeros((1, size, size), np.uint8),
-                     np.full((1, self._model.config.num_landmarks, 3), 0.5, np.float32))
+        try:
+            probabilities = self.predict(np.zeros((1, size, size), np.uint8),
+                                         np.full((1, self._model.config.num_landmarks, 3), 0.5, np.float32))
+        except RuntimeError as error:
+            raise ModelLoadError(f'model {self.name!r} loads but cannot run: {error}') from error
+        if not np.isfinite(probabilities).all():
+            raise ModelLoadError(f'model {self.name!r} answers non-finite probabilities {probabilities[0]}')

@@ -8,6 +8,7 @@ so a short video is not lost to discovery.
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -28,6 +29,7 @@ PARAMETERS = {
     'wait_for_subscriber': (False, 'hold the first frame until a subscription is matched'),
 }
 FALLBACK_RATE = 10.0
+ACK_TIMEOUT_S = 2.0
 
 
 class CameraSource(Node):
@@ -49,7 +51,8 @@ class CameraSource(Node):
         self._loop = param('loop')
         self._max_frames = param('max_frames')
         self._waiting = param('wait_for_subscriber')
-        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        # Reliable with a few frames of history: a subscriber that is briefly busy still gets every frame.
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._publisher = self.create_publisher(CompressedImage if self._compressed else Image, param('topic'), qos)
         self._frames = self._source.frames()
         self.published = 0
@@ -84,6 +87,10 @@ class CameraSource(Node):
             self._publisher.publish(bgr_to_image_message(frame, header, self._encoding))
         self.published += 1
 
+    def flush(self) -> bool:
+        """Wait (at most ACK_TIMEOUT_S) until reliable subscribers have the last frame; False on timeout."""
+        return self._publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
+
     def destroy_node(self):
         self._source.close()
         return super().destroy_node()
@@ -96,6 +103,8 @@ def main(args=None):
         node = CameraSource()
         while rclpy.ok() and not node.done:
             rclpy.spin_once(node, timeout_sec=0.1)
+        if node.done and not node.flush():
+            node.get_logger().warning(f'the last frames were not acknowledged within {ACK_TIMEOUT_S:g} s')
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ValueError as error:  # bad parameter or FrameSourceError

@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+import rclpy.parameter
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -43,7 +45,7 @@ from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings
 from fer_ros.robustness import ATTACKS, SelfCheckError, run_self_check
 from fer_ros.srv import RunSelfCheck, SwitchModel
 from fer_ros.vision.annotate import annotate_faces
-from fer_ros.vision.image_codec import ImageDecodeError
+from fer_ros.vision.image_codec import MAX_PIXELS, ImageDecodeError
 
 DEFAULT_MODEL = 'cnn_se_gcn_fer2013'
 
@@ -68,13 +70,58 @@ PARAMETERS = {
     'publish_per_face': (True, 'also publish each face as EmotionStamped on emotion/faces'),
     'publish_annotated': (False, 'publish emotion/image_annotated with boxes, labels and confidence'),
     'annotated_max_rate': (5.0, 'most annotated images per second (0: every processed frame)'),
+    'max_image_pixels': (MAX_PIXELS, 'largest frame accepted, width x height; larger frames (or compressed ones '
+                                      'whose header declares more) are refused before decoding'),
     'diagnostics_period': (1.0, 'seconds between /diagnostics messages'),
+    'diagnostics_window': (10.0, 'seconds of recent frames the diagnostics level is judged on (a bad frame '
+                                 'makes it WARN for this long)'),
     'seen_crops': (64, 'recent face crops kept for the self-check on seen faces'),
     'self_check_samples': (32, 'default number of samples for run_self_check'),
     'report_dir': ('', 'where self-check reports are written; empty: $ROS_HOME/fer_ros or ~/.ros/fer_ros'),
 }
 
 DEVICES = ('auto', 'cpu', 'cuda')
+SUBSCRIPTION_DEPTH = 10
+# Parameters that cannot change while the node runs (they shape subscriptions, devices, the model store).
+READ_ONLY = frozenset({'image_topics', 'compressed_image_topics', 'reliable', 'model_dir', 'device',
+                       'video_mode', 'landmark_backend', 'diagnostics_period', 'seen_crops'})
+# name -> (low, high) ranges in the descriptors (ros2 param describe shows them).
+RANGES = {'max_faces': (1, 32), 'min_detection_confidence': (0.0, 1.0), 'track_iou_threshold': (0.0, 1.0),
+          'track_max_age': (0.0, 3600.0), 'smoothing': (0.0, 1.0), 'torch_threads': (0, 256),
+          'annotated_max_rate': (0.0, 1000.0), 'max_image_pixels': (1, 1 << 30),
+          'diagnostics_period': (0.0, 3600.0), 'diagnostics_window': (0.0, 3600.0), 'seen_crops': (0, 10000),
+          'self_check_samples': (1, 10000)}
+
+
+def parameter_descriptor(name: str, description: str) -> ParameterDescriptor:
+    read_only = name in READ_ONLY
+    descriptor = ParameterDescriptor(description=description + (' (read-only at run time)' if read_only else ''),
+                                     read_only=read_only)
+    if name in RANGES:
+        low, high = RANGES[name]
+        if isinstance(low, int):
+            descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+    return descriptor
+
+
+def validate_parameters(values: dict) -> None:
+    """ValueError naming the first parameter whose value the node cannot use (beyond the ranges)."""
+    if values['device'] not in DEVICES:
+        raise ValueError(f'parameter device must be one of {DEVICES}, got {values["device"]!r}')
+    if values['torch_threads'] < 0:
+        raise ValueError('parameter torch_threads must be >= 0')
+    if values['self_check_samples'] < 1:
+        raise ValueError('parameter self_check_samples must be >= 1')
+    if values['annotated_max_rate'] < 0:
+        raise ValueError('parameter annotated_max_rate must be >= 0')
+    if values['max_image_pixels'] < 1:
+        raise ValueError('parameter max_image_pixels must be >= 1')
+    if values['diagnostics_window'] <= 0:
+        raise ValueError('parameter diagnostics_window must be > 0')
+    if values['diagnostics_period'] <= 0:
+        raise ValueError(f'parameter diagnostics_period must be > 0, got {values["diagnostics_period"]}')
 
 
 class FrameSlots:
@@ -118,26 +165,25 @@ class EmotionNode(Node):
     def __init__(self, **kwargs):
         super().__init__('emotion_node', **kwargs)
         for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+            try:
+                self.declare_parameter(name, default, parameter_descriptor(name, description))
+            except ParameterException as error:  # a value outside the descriptor's range
+                raise ValueError(f'parameter {name}: {error}') from None
+        validate_parameters(self._values())
         self._device = self._param('device')
-        if self._device not in DEVICES:
-            raise ValueError(f'parameter device must be one of {DEVICES}, got {self._device!r}')
-        if self._param('torch_threads') < 0:
-            raise ValueError('parameter torch_threads must be >= 0')
-        if self._param('torch_threads'):
-            torch.set_num_threads(self._param('torch_threads'))
+        self._apply_torch_threads()
         settings = self._pipeline_settings()
+        self._max_image_pixels = self._param('max_image_pixels')
         self._store = ModelStore([self._param('model_dir'), SHIPPED_MODEL_DIR])
         self._pipeline = EmotionPipeline(self._load_classifier(self._param('model')), settings)
-        self._switch_lock = threading.Lock()
+        self._switch_lock = threading.RLock()
         self._self_check_lock = threading.Lock()
 
         self._emotion_publisher = self.create_publisher(EmotionArray, 'emotion', 10)
-        self._face_publisher = (self.create_publisher(EmotionStamped, 'emotion/faces', 10)
-                                if self._param('publish_per_face') else None)
-        self._annotated_publisher = (self.create_publisher(Image, 'emotion/image_annotated', 2)
-                                     if self._param('publish_annotated') else None)
-        self._annotated_period = 1.0 / self._param('annotated_max_rate') if self._param('annotated_max_rate') > 0 else 0.0
+        self._face_publisher = self._annotated_publisher = None
+        self._create_output_publishers()
+        self._annotated_period = (1.0 / self._param('annotated_max_rate')
+                                  if self._param('annotated_max_rate') > 0 else 0.0)
         self._last_annotated = 0.0
         self._diagnostics_publisher = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
 
@@ -145,6 +191,7 @@ class EmotionNode(Node):
         self._stats_lock = threading.Lock()
         self._processed = 0
         self._bad_frames = 0
+        self._bad_frame_times = deque()
         self._last_error = ''
         self._last_faces = 0
         self._latencies = deque(maxlen=300)
@@ -155,13 +202,12 @@ class EmotionNode(Node):
         self_check = MutuallyExclusiveCallbackGroup()
         self.create_service(SwitchModel, '~/switch_model', self._on_switch_model, callback_group=services)
         self.create_service(RunSelfCheck, '~/run_self_check', self._on_run_self_check, callback_group=self_check)
-        period = self._param('diagnostics_period')
-        if period <= 0:
-            raise ValueError(f'parameter diagnostics_period must be > 0, got {period}')
-        self.create_timer(period, self._publish_diagnostics, callback_group=services)
+        self.create_timer(self._param('diagnostics_period'), self._publish_diagnostics, callback_group=services)
 
         self._worker = threading.Thread(target=self._process_frames, name='emotion_worker', daemon=True)
         self._worker.start()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._after_set_parameters)
         self.get_logger().info(
             f'serving model {self._pipeline.classifier.name!r} on {self._pipeline.classifier.device}; '
             f'inputs: {", ".join(self._input_topics) or "none"}')
@@ -171,28 +217,71 @@ class EmotionNode(Node):
     def _param(self, name: str):
         return self.get_parameter(name).value
 
-    def _pipeline_settings(self) -> PipelineSettings:
+    def _values(self) -> dict:
+        return {name: self._param(name) for name in PARAMETERS}
+
+    def _pipeline_settings(self, values: dict | None = None) -> PipelineSettings:
+        values = values or self._values()
         settings = PipelineSettings(
-            max_faces=self._param('max_faces'),
-            min_detection_confidence=self._param('min_detection_confidence'),
-            video_mode=self._param('video_mode'),
-            track_iou_threshold=self._param('track_iou_threshold'),
-            track_max_age_s=self._param('track_max_age'),
-            smoothing=self._param('smoothing'),
-            seen_crops=self._param('seen_crops'),
-            landmark_backend=self._param('landmark_backend'),
-            landmark_device=str(resolve_device(self._param('device'))))
+            max_faces=values['max_faces'],
+            min_detection_confidence=values['min_detection_confidence'],
+            video_mode=values['video_mode'],
+            track_iou_threshold=values['track_iou_threshold'],
+            track_max_age_s=values['track_max_age'],
+            smoothing=values['smoothing'],
+            seen_crops=values['seen_crops'],
+            landmark_backend=values['landmark_backend'],
+            landmark_device=str(resolve_device(values['device'])))
         settings.validate()
-        if self._param('self_check_samples') < 1:
-            raise ValueError('parameter self_check_samples must be >= 1')
-        if self._param('annotated_max_rate') < 0:
-            raise ValueError('parameter annotated_max_rate must be >= 0')
         return settings
+
+    def _apply_torch_threads(self) -> None:
+        if self._param('torch_threads'):
+            torch.set_num_threads(self._param('torch_threads'))
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Validate a run-time change (read-only ones are refused by rclpy); a new model must load and run."""
+        values = self._values()
+        values.update({parameter.name: parameter.value for parameter in parameters})
+        try:
+            validate_parameters(values)
+            self._pipeline_settings(values)
+        except ValueError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        model = values['model']
+        if model != self._pipeline.classifier.name:
+            response = SwitchModel.Response()
+            with self._switch_lock:
+                self._switch_to(model, response, sync_parameter=False)
+            if not response.success:
+                return SetParametersResult(successful=False, reason=response.message)
+        return SetParametersResult(successful=True)
+
+    def _after_set_parameters(self, parameters) -> None:
+        """Apply accepted run-time changes from the next frame on."""
+        names = {parameter.name for parameter in parameters}
+        self._pipeline.update_settings(self._pipeline_settings())
+        self._max_image_pixels = self._param('max_image_pixels')
+        self._annotated_period = (1.0 / self._param('annotated_max_rate')
+                                  if self._param('annotated_max_rate') > 0 else 0.0)
+        if 'torch_threads' in names:
+            self._apply_torch_threads()
+        self._create_output_publishers()
+        changed = ', '.join(f'{p.name}={p.value!r}' for p in parameters)
+        self.get_logger().info(f'parameters changed: {changed}')
+
+    def _create_output_publishers(self) -> None:
+        """The optional outputs switched on (publishers are created once and kept)."""
+        if self._param('publish_per_face') and self._face_publisher is None:
+            self._face_publisher = self.create_publisher(EmotionStamped, 'emotion/faces', 10)
+        if self._param('publish_annotated') and self._annotated_publisher is None:
+            self._annotated_publisher = self.create_publisher(Image, 'emotion/image_annotated', 2)
 
     def _subscribe_inputs(self) -> None:
         reliability = ReliabilityPolicy.RELIABLE if self._param('reliable') else ReliabilityPolicy.BEST_EFFORT
-        # Depth 1: DDS keeps only the newest frame; FrameSlots does the same above it.
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)
+        # A short DDS queue: the callback only moves a frame into FrameSlots (which keeps the newest and
+        # counts the rest as skipped), so frames that queue while the executor waits are still counted.
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=SUBSCRIPTION_DEPTH, reliability=reliability)
         inputs = [(message_type, topic, self.resolve_topic_name(topic))
                   for message_type, parameter in ((Image, 'image_topics'), (CompressedImage, 'compressed_image_topics'))
                   for topic in self._param(parameter) if topic]
@@ -210,34 +299,46 @@ class EmotionNode(Node):
 
     def _load_classifier(self, name: str) -> ExpressionClassifier:
         """Resolve, load and warm up a model; ModelNameError or ModelLoadError on failure."""
-        classifier = ExpressionClassifier(self._store.resolve(name), device=self._device)
-        try:
-            classifier.warm_up()
-        except RuntimeError as error:
-            raise ModelLoadError(f'model {name!r} loads but cannot run: {error}') from error
+        classifier = ExpressionClassifier(self._store.resolve(name), device=self._device, name=name)
+        classifier.warm_up()
         return classifier
 
     def _on_switch_model(self, request, response):
-        response.available_models = self._store.available()
-        with self._switch_lock:
-            if request.model:
-                try:
-                    classifier = self._load_classifier(request.model)
-                except (ModelNameError, ModelLoadError) as error:
-                    response.success = False
-                    response.message = f'model {request.model!r} refused, still serving ' \
-                                       f'{self._pipeline.classifier.name!r}: {error}'
-                    self.get_logger().warning(response.message)
+        try:
+            response.available_models = self._store.available()
+            with self._switch_lock:
+                if request.model:
+                    self._switch_to(request.model, response)
                 else:
-                    previous = self._pipeline.swap_classifier(classifier)
                     response.success = True
-                    response.message = f'switched from {previous.name!r} to {classifier.name!r}'
-                    self.get_logger().info(response.message)
-            else:
-                response.success = True
-                response.message = f'{len(response.available_models)} models available'
-            response.active_model = self._pipeline.classifier.name
+                    response.message = f'{len(response.available_models)} models available'
+        except Exception as error:  # a node never dies on one request
+            response.success = False
+            response.message = f'switch_model failed: {error!r}'
+            self.get_logger().error(response.message)
+        response.active_model = self._pipeline.classifier.name
         return response
+
+    def _switch_to(self, name: str, response, sync_parameter: bool = True) -> None:
+        """Load ``name`` beside the serving model; swap only when it loads and runs (and, with
+        ``sync_parameter``, make the ``model`` parameter say so)."""
+        try:
+            classifier = self._load_classifier(name)
+        except (ModelNameError, ModelLoadError) as error:
+            refusal = error
+        except Exception as error:  # anything else a hostile checkpoint can raise: still a refusal
+            refusal = ModelLoadError(f'cannot load: {error!r}')
+        else:
+            previous = self._pipeline.swap_classifier(classifier)
+            if sync_parameter:
+                self.set_parameters([rclpy.parameter.Parameter('model', value=name)])
+            response.success = True
+            response.message = f'switched from {previous.name!r} to {classifier.name!r}'
+            self.get_logger().info(response.message)
+            return
+        response.success = False
+        response.message = f'model {name!r} refused, still serving {self._pipeline.classifier.name!r}: {refusal}'
+        self.get_logger().warning(response.message)
 
     # -- self-check -----------------------------------------------------------------
 
@@ -254,10 +355,19 @@ class EmotionNode(Node):
             response.message = str(error)
             self.get_logger().warning(f'self-check refused: {error}')
             return response
-        report_path = self._report_dir() / f'self_check_{time.strftime("%Y%m%d_%H%M%S")}_{os.getpid()}.json'
-        report_path.parent.mkdir(parents=True, exist_ok=True)
+        except Exception as error:  # a node never dies on one request
+            response.success = False
+            response.message = f'self-check failed: {error!r}'
+            self.get_logger().error(response.message)
+            return response
         report_json = json.dumps(report.as_dict(), indent=2)
-        report_path.write_text(report_json)
+        report_path = self._report_dir() / f'self_check_{time.strftime("%Y%m%d_%H%M%S")}_{os.getpid()}.json'
+        try:
+            report_path.parent.mkdir(parents=True, exist_ok=True)
+            report_path.write_text(report_json)
+        except OSError as error:
+            report.warnings.append(f'report not written to {report_path}: {error}')
+            report_path = ''
         response.success = True
         response.message = '; '.join(report.warnings) or 'ok'
         response.results = [SelfCheckResult(attack=row.attack, epsilon=row.epsilon,
@@ -287,27 +397,35 @@ class EmotionNode(Node):
                 continue
             topic, message = item
             try:
-                image = message_to_bgr(message)
-                faces = self._pipeline.process(image, stream=topic)
+                image = message_to_bgr(message, self._max_image_pixels)
+                faces = self._pipeline.process(image, stream=topic, now=self._message_time(message.header))
             except ImageDecodeError as error:
                 self._count_bad_frame(topic, error)
                 continue
             except Exception as error:  # a node never dies on one bad frame
                 self._count_bad_frame(topic, error)
-                self.get_logger().error(f'unexpected error on a frame from {topic}: {error!r}')
+                self.get_logger().error(f'unexpected error on a frame from {topic}: {error!r}',
+                                        throttle_duration_sec=2.0)
                 continue
             self._publish(message.header, faces, image)
+
+    def _message_time(self, header) -> float:
+        """Seconds of the frame's stamp (tracks age in message time: bag replays at any rate and
+        use_sim_time agree), or of the node's clock for an unstamped frame."""
+        stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
+        return stamp if stamp > 0 else self.get_clock().now().nanoseconds * 1e-9
 
     def _count_bad_frame(self, topic: str, error: Exception) -> None:
         with self._stats_lock:
             self._bad_frames += 1
-            self._last_error = f'{topic}: {error}'
+            self._bad_frame_times.append(time.monotonic())
+            self._last_error = f'{topic}: {str(error)[:300]}'
         self.get_logger().warning(f'dropped a frame from {topic}: {error}', throttle_duration_sec=2.0)
 
     def _publish(self, header, faces: list[FaceEmotion], image: np.ndarray) -> None:
         messages = [self._face_message(header, face) for face in faces]
         self._emotion_publisher.publish(EmotionArray(header=header, emotions=messages))
-        if self._face_publisher is not None:
+        if self._face_publisher is not None and self._param('publish_per_face'):
             for message in messages:
                 self._face_publisher.publish(message)
         now = self.get_clock().now()
@@ -317,7 +435,8 @@ class EmotionNode(Node):
             self._last_faces = len(faces)
             self._latencies.append(latency)
             self._processed_times.append(time.monotonic())
-        if self._annotated_publisher is not None and time.monotonic() - self._last_annotated >= self._annotated_period:
+        if (self._annotated_publisher is not None and self._param('publish_annotated')
+                and time.monotonic() - self._last_annotated >= self._annotated_period):
             self._last_annotated = time.monotonic()
             self._annotated_publisher.publish(bgr_to_image_message(annotate_faces(image, faces), header))
 
@@ -333,7 +452,11 @@ class EmotionNode(Node):
     # -- diagnostics ----------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
+        window_s = self._param('diagnostics_window')
         with self._stats_lock:
+            while self._bad_frame_times and time.monotonic() - self._bad_frame_times[0] > window_s:
+                self._bad_frame_times.popleft()
+            recent_bad = len(self._bad_frame_times)
             latencies = np.array(self._latencies) if self._latencies else np.zeros(1)
             times = list(self._processed_times)
             values = {
@@ -341,6 +464,7 @@ class EmotionNode(Node):
                 'frames processed': self._processed,
                 'frames skipped (newer frame arrived)': self._slots.skipped,
                 'frames dropped (bad input or error)': self._bad_frames,
+                f'frames dropped in the last {window_s:g} s': recent_bad,
                 'faces in last frame': self._last_faces,
                 'last error': self._last_error,
             }
@@ -352,9 +476,9 @@ class EmotionNode(Node):
         values['device'] = str(self._pipeline.classifier.device)
         values['inputs'] = ', '.join(self._input_topics)
         status = DiagnosticStatus(
-            level=DiagnosticStatus.WARN if self._bad_frames else DiagnosticStatus.OK,
+            level=DiagnosticStatus.WARN if recent_bad else DiagnosticStatus.OK,
             name=f'{self.get_name()}: emotion pipeline', hardware_id='fer_ros',
-            message='dropping bad frames' if self._bad_frames else 'running',
+            message=f'dropped {recent_bad} bad frames in the last {window_s:g} s' if recent_bad else 'running',
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

@@ -3,15 +3,15 @@
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-from fer_ros.vision.image_codec import bgr_to_compressed, bgr_to_raw, compressed_to_bgr, raw_to_bgr
+from fer_ros.vision.image_codec import MAX_PIXELS, bgr_to_compressed, bgr_to_raw, compressed_to_bgr, raw_to_bgr
 
 
-def message_to_bgr(message) -> np.ndarray:
-    """Decode an Image or CompressedImage; raises ImageDecodeError on bad input."""
+def message_to_bgr(message, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode an Image or CompressedImage; raises ImageDecodeError on bad input or over max_pixels."""
     if isinstance(message, CompressedImage):
-        return compressed_to_bgr(message.format, message.data)
+        return compressed_to_bgr(message.format, message.data, max_pixels)
     return raw_to_bgr(message.encoding, message.width, message.height, message.step, message.data,
-                      bool(message.is_bigendian))
+                      bool(message.is_bigendian), max_pixels)
 
 
 def bgr_to_image_message(image: np.ndarray, header, encoding: str = 'bgr8') -> Image:
