@@ -84,7 +84,7 @@ class Probe(Node):
 
     def _on_diagnostics(self, message):
         for status in message.status:
-            if status.name.startswith('emotion_node'):
+            if status.name.endswith('emotion_node: emotion pipeline'):
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
 
     def send(self, message) -> int:

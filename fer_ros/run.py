@@ -94,7 +94,7 @@ class PipelineMonitor:
 
     def _read_counters(self, message: DiagnosticArray) -> None:
         for status in message.status:
-            if status.name.startswith('emotion_node'):
+            if status.name.endswith('emotion_node: emotion pipeline'):
                 self.node_counters = {FRAME_COUNTERS[v.key]: v.value for v in status.values if v.key in FRAME_COUNTERS}
 
     def frame_summary(self) -> str:

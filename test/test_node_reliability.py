@@ -1,7 +1,9 @@
 """The emotion node under hostile input: a seeded stream of malformed frames between valid face frames,
 diagnostics that recover, and service requests that used to kill it."""
 
+import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,6 +13,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
 from fer_ros.fuzz import REFUSE, fuzz_frames
+from fer_ros.nodes.emotion_node import pipeline_health
 from fer_ros.srv import RunSelfCheck, SwitchModel
 from model_fixtures import write_tiny_model
 from node_harness import running_emotion_node, stamp_key
@@ -76,12 +79,38 @@ def test_diagnostics_warn_after_a_bad_frame_and_recover(ros, face_image):
     node, camera = ros
     camera.send_raw(Image(encoding='yuv999', width=4, height=4, step=8, data=bytes(32)))
     count = len(camera.diagnostics)
-    camera.wait_for(lambda: any(d.status[0].level == DiagnosticStatus.WARN for d in camera.diagnostics[count:]))
+    camera.wait_for(lambda: any(d.status[0].level == DiagnosticStatus.WARN and 'bad' in d.status[0].message
+                                for d in camera.diagnostics[count:]))
     warned = len(camera.diagnostics)
-    camera.result(camera.send(face_image))
-    camera.wait_for(lambda: any(d.status[0].level == DiagnosticStatus.OK for d in camera.diagnostics[warned:]), timeout=10)
+    deadline = time.monotonic() + 10
+    while not any(d.status[0].level == DiagnosticStatus.OK for d in camera.diagnostics[warned:]):
+        assert time.monotonic() < deadline, 'diagnostics never went back to OK'
+        camera.result(camera.send(face_image))  # good frames keep the input fresh while the bad one ages out
+        time.sleep(0.1)
+    status = next(d.status[0] for d in camera.diagnostics[warned:] if d.status[0].level == DiagnosticStatus.OK)
+    assert status.message == 'running' and status.name == '/emotion_node: emotion pipeline'
+
+
+def test_diagnostics_warn_when_no_frame_arrives_in_the_window(ros):
+    node, camera = ros
+    time.sleep(1.2)  # diagnostics_window is 1 s in this fixture
+    count = len(camera.diagnostics)
+    camera.wait_for(lambda: len(camera.diagnostics) > count)
     status = camera.diagnostics[-1].status[0]
-    assert status.message == 'running' and status.name.startswith('emotion_node')
+    assert status.level == DiagnosticStatus.WARN and status.message == 'no frames received in the last 1 s'
+
+
+@pytest.mark.parametrize('received, bad, expected_rate, level, message', [
+    (30, 0, 0.0, DiagnosticStatus.OK, 'running'),
+    (0, 0, 0.0, DiagnosticStatus.WARN, 'no frames received'),
+    (30, 2, 0.0, DiagnosticStatus.WARN, 'dropped 2 bad frames'),
+    (5, 5, 0.0, DiagnosticStatus.ERROR, 'all 5 frames'),
+    (10, 0, 30.0, DiagnosticStatus.WARN, 'frames arrive at 10.0 Hz, expected 30 Hz'),
+    (28, 0, 30.0, DiagnosticStatus.OK, 'running'),
+])
+def test_pipeline_health_levels(received, bad, expected_rate, level, message):
+    assert pipeline_health(received, bad, 1.0, expected_rate)[0] == level
+    assert message in pipeline_health(received, bad, 1.0, expected_rate)[1]
 
 
 def test_self_check_with_an_over_long_source_is_refused_and_the_node_keeps_serving(ros, face_image):
@@ -96,3 +125,43 @@ def test_results_name_the_model_as_loaded(ros, face_image, tmp_path):
     response = camera.call(camera.switch_client, SwitchModel.Request(model='tiny'))
     assert response.success and response.active_model == 'tiny'
     assert camera.result(camera.send(face_image)).emotions[0].model == 'tiny'
+
+
+def stream_while(camera, image, busy):
+    """Face frames at about 20 Hz while the thread ``busy`` runs; the headers sent."""
+    headers = []
+    while busy.is_alive():
+        headers.append(camera.send(image))
+        time.sleep(0.05)
+    return headers
+
+
+def test_switches_and_a_self_check_while_frames_flow_lose_nothing(ros, face_image, tmp_path_factory):
+    node, camera = ros
+    models = Path(node.get_parameter('model_dir').value)
+    write_tiny_model(models, 'tiny_other', seed=9)
+    responses = []
+    switcher = threading.Thread(target=lambda: responses.extend(
+        camera.call(camera.switch_client, SwitchModel.Request(model=name)) for name in ['tiny_other', 'tiny'] * 5))
+    before = node.stats()
+    switcher.start()
+    headers = stream_while(camera, face_image, switcher)
+    camera.result(camera.send(face_image))
+    assert [r.success for r in responses] == [True] * 10 and responses[-1].active_model == 'tiny'
+    answered = [camera.arrays[stamp_key(h)] for h in headers if stamp_key(h) in camera.arrays]
+    assert answered, 'no frame answered while models were switched'
+    for array in answered:  # each answer comes from one whole model
+        (face,) = array.emotions
+        assert face.model in ('tiny', 'tiny_other') and np.isfinite(face.probabilities).all()
+        assert abs(sum(face.probabilities) - 1.0) < 1e-4
+    after = node.stats()
+    assert after['received'] - before['received'] == \
+        sum(after[k] - before[k] for k in ('processed', 'skipped', 'bad'))
+
+    report = {}
+    checker = threading.Thread(target=lambda: report.update(response=camera.call(
+        camera.self_check_client, RunSelfCheck.Request(attacks=['pgd'], epsilons=[2.0], samples=8))))
+    checker.start()
+    headers = stream_while(camera, face_image, checker)
+    assert report['response'].success, report['response'].message
+    assert any(stamp_key(h) in camera.arrays for h in headers), 'frames were not answered during the self-check'

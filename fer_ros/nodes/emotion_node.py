@@ -75,6 +75,8 @@ PARAMETERS = {
     'diagnostics_period': (1.0, 'seconds between /diagnostics messages'),
     'diagnostics_window': (10.0, 'seconds of recent frames the diagnostics level is judged on (a bad frame '
                                  'makes it WARN for this long)'),
+    'expected_rate': (0.0, 'frames per second the inputs should bring together; diagnostics WARN below 80% of '
+                           'it (0: not checked)'),
     'seen_crops': (64, 'recent face crops kept for the self-check on seen faces'),
     'self_check_samples': (32, 'default number of samples for run_self_check'),
     'report_dir': ('', 'where self-check reports are written; empty: $ROS_HOME/fer_ros or ~/.ros/fer_ros'),
@@ -89,7 +91,8 @@ READ_ONLY = frozenset({'image_topics', 'compressed_image_topics', 'reliable', 'm
 RANGES = {'max_faces': (1, 32), 'min_detection_confidence': (0.0, 1.0), 'track_iou_threshold': (0.0, 1.0),
           'track_max_age': (0.0, 3600.0), 'smoothing': (0.0, 1.0), 'torch_threads': (0, 256),
           'annotated_max_rate': (0.0, 1000.0), 'max_image_pixels': (1, 1 << 30),
-          'diagnostics_period': (0.0, 3600.0), 'diagnostics_window': (0.0, 3600.0), 'seen_crops': (0, 10000),
+          'diagnostics_period': (0.0, 3600.0), 'diagnostics_window': (0.0, 3600.0), 'expected_rate': (0.0, 1000.0),
+          'seen_crops': (0, 10000),
           'self_check_samples': (1, 10000)}
 
 
@@ -124,6 +127,23 @@ def validate_parameters(values: dict) -> None:
         raise ValueError(f'parameter diagnostics_period must be > 0, got {values["diagnostics_period"]}')
 
 
+RATE_TOLERANCE = 0.8  # inputs slower than this share of expected_rate make the status WARN
+
+
+def pipeline_health(received: int, bad: int, window_s: float, expected_rate: float = 0.0) -> tuple[bytes, str]:
+    """Diagnostic level and message from the frames received and dropped in the last ``window_s`` seconds."""
+    if received == 0:
+        return DiagnosticStatus.WARN, f'no frames received in the last {window_s:g} s'
+    if bad >= received:
+        return DiagnosticStatus.ERROR, f'all {received} frames of the last {window_s:g} s were bad'
+    if bad:
+        return DiagnosticStatus.WARN, f'dropped {bad} bad frames in the last {window_s:g} s'
+    rate = received / window_s
+    if expected_rate > 0 and rate < RATE_TOLERANCE * expected_rate:
+        return DiagnosticStatus.WARN, f'frames arrive at {rate:.1f} Hz, expected {expected_rate:g} Hz'
+    return DiagnosticStatus.OK, 'running'
+
+
 class FrameSlots:
     """The newest unprocessed frame of each input topic; replaced frames count as skipped."""
 
@@ -131,12 +151,14 @@ class FrameSlots:
         self._frames: dict[str, tuple[object, float]] = {}
         self._condition = threading.Condition()
         self.received = 0
+        self.received_times: deque[float] = deque(maxlen=100_000)
         self.skipped = 0
         self.closed = False
 
     def put(self, topic: str, message) -> None:
         with self._condition:
             self.received += 1
+            self.received_times.append(time.monotonic())
             if topic in self._frames:
                 self.skipped += 1
             self._frames[topic] = (message, time.monotonic())
@@ -453,10 +475,12 @@ class EmotionNode(Node):
 
     def _publish_diagnostics(self) -> None:
         window_s = self._param('diagnostics_window')
+        now = time.monotonic()
         with self._stats_lock:
-            while self._bad_frame_times and time.monotonic() - self._bad_frame_times[0] > window_s:
+            while self._bad_frame_times and now - self._bad_frame_times[0] > window_s:
                 self._bad_frame_times.popleft()
             recent_bad = len(self._bad_frame_times)
+            recent_received = sum(1 for t in list(self._slots.received_times) if now - t <= window_s)
             latencies = np.array(self._latencies) if self._latencies else np.zeros(1)
             times = list(self._processed_times)
             values = {
@@ -475,11 +499,12 @@ class EmotionNode(Node):
         values['model'] = self._pipeline.classifier.name
         values['device'] = str(self._pipeline.classifier.device)
         values['inputs'] = ', '.join(self._input_topics)
-        status = DiagnosticStatus(
-            level=DiagnosticStatus.WARN if recent_bad else DiagnosticStatus.OK,
-            name=f'{self.get_name()}: emotion pipeline', hardware_id='fer_ros',
-            message=f'dropped {recent_bad} bad frames in the last {window_s:g} s' if recent_bad else 'running',
-            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        values[f'input rate over the last {window_s:g} s (Hz)'] = f'{recent_received / window_s:.2f}'
+        level, message = pipeline_health(recent_received, recent_bad, window_s, self._param('expected_rate'))
+        # Named after the node's full name, so namespaced instances do not collide (diagnostic_updater style).
+        status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name()}: emotion pipeline',
+                                  hardware_id='fer_ros', message=message,
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics_publisher.publish(array)
