@@ -420,12 +420,13 @@ def crash_section(args, work: Path) -> dict:
             time.sleep(0.1)
 
     run = run_live(looped, '/camera/image_raw', work / 'crash.mcap', respawn=True, before_frame=kill,
-                   node_params=[p for p in args.param])
+                   node_params=list(args.param))
     statuses = [f.status for f in run.frames]
     result = {'frames': len(statuses), **{s: statuses.count(s) for s in ('face', 'no_face', 'skipped', 'lost', 'bad')},
               'crashes': run.details['crashes']}
     crash = result['crashes'][0] if result['crashes'] else {}
-    print(f"crash: node killed before frame {killed.get('frame')} of {len(statuses)} and respawned; the replay went on; "
+    print(f"crash: node killed before frame {killed.get('frame')} of {len(statuses)} and respawned; "
+          f"the replay went on; "
           f"{result['lost']} frames lost, {result['skipped']} skipped, {result['face']} answered with a face; "
           f"the new node answered {crash.get('answered_after_s') or float('nan'):.1f} s after the crash was seen")
     return result

@@ -30,6 +30,9 @@ def generate_launch_description():
         DeclareLaunchArgument('source', default_value='',
                               description='video file, image folder or camera index for a camera_source node'),
         DeclareLaunchArgument('namespace', default_value='', description='namespace of the nodes'),
+        DeclareLaunchArgument('autostart', default_value='true',
+                              description='bring the emotion node to active (false: leave it unconfigured for '
+                                          'a lifecycle manager)'),
     ]
     params_file = LaunchConfiguration('params_file')
     image_topic = LaunchConfiguration('image_topic')
@@ -40,6 +43,7 @@ def generate_launch_description():
             'model': LaunchConfiguration('model'),
             'device': LaunchConfiguration('device'),
             'publish_annotated': ParameterValue(LaunchConfiguration('publish_annotated'), value_type=bool),
+            'autostart': ParameterValue(LaunchConfiguration('autostart'), value_type=bool),
         }],
         remappings=[('image_raw', image_topic)],
     )

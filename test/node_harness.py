@@ -110,8 +110,11 @@ class CameraAndListener(Node):
 
 
 @contextlib.contextmanager
-def running_emotion_node(parameters):
-    """(EmotionNode with these parameter overrides, CameraAndListener), spun together in a private context."""
+def running_emotion_node(parameters, wait_for_subscription: bool = True):
+    """(EmotionNode with these parameter overrides, CameraAndListener), spun together in a private context.
+
+    ``wait_for_subscription``: return once the node reads our publishers (an active node).
+    """
     context = rclpy.Context()
     rclpy.init(context=context)
     node = EmotionNode(context=context, parameter_overrides=parameters)
@@ -124,7 +127,8 @@ def running_emotion_node(parameters):
     try:
         # Discovery: the node must see our publishers before the first frame.
         deadline = time.monotonic() + TIMEOUT_S
-        while any(publisher.get_subscription_count() == 0 for publisher in camera.publishers_in_use(node)):
+        while wait_for_subscription and any(publisher.get_subscription_count() == 0
+                                            for publisher in camera.publishers_in_use(node)):
             assert time.monotonic() < deadline, 'emotion node never subscribed'
             time.sleep(0.05)
         yield node, camera

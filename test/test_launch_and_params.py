@@ -41,10 +41,12 @@ def test_launch_nodes_are_installed_executables_of_this_package():
 def test_launch_arguments_default_to_the_node_defaults():
     arguments = {ast.literal_eval(call.args[0]): _keywords(call) for call in _launch_calls('DeclareLaunchArgument')}
     assert set(arguments) == {'params_file', 'image_topic', 'model', 'device', 'publish_annotated', 'source',
-                              'namespace'}
+                              'namespace', 'autostart'}
     for name in ('model', 'device'):
         assert ast.literal_eval(arguments[name]['default_value']) == emotion_node.PARAMETERS[name][0]
     assert ast.literal_eval(arguments['publish_annotated']['default_value']) == 'false'
+    autostart = emotion_node.PARAMETERS['autostart'][0]
+    assert ast.literal_eval(arguments['autostart']['default_value']) == str(autostart).lower()
     assert all('description' in keywords for keywords in arguments.values())
 
 

@@ -14,6 +14,11 @@ Services:
 Frames are taken newest-first: each input topic keeps only its latest
 unprocessed frame, a frame replaced before it was processed counts as skipped,
 and a worker thread processes frames so callbacks never queue up behind inference.
+
+A managed (lifecycle) node: configure loads the model and the detectors,
+activate subscribes and starts the worker, deactivate unsubscribes and stops
+it (no work at all while inactive), cleanup frees the model. With
+``autostart`` (the default) it configures and activates itself at start-up.
 """
 
 import json
@@ -32,7 +37,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -80,13 +85,14 @@ PARAMETERS = {
     'seen_crops': (64, 'recent face crops kept for the self-check on seen faces'),
     'self_check_samples': (32, 'default number of samples for run_self_check'),
     'report_dir': ('', 'where self-check reports are written; empty: $ROS_HOME/fer_ros or ~/.ros/fer_ros'),
+    'autostart': (True, 'configure and activate at start-up (False: wait, unconfigured, for a lifecycle manager)'),
 }
 
 DEVICES = ('auto', 'cpu', 'cuda')
 SUBSCRIPTION_DEPTH = 10
 # Parameters that cannot change while the node runs (they shape subscriptions, devices, the model store).
 READ_ONLY = frozenset({'image_topics', 'compressed_image_topics', 'reliable', 'model_dir', 'device',
-                       'video_mode', 'landmark_backend', 'diagnostics_period', 'seen_crops'})
+                       'video_mode', 'landmark_backend', 'diagnostics_period', 'seen_crops', 'autostart'})
 # name -> (low, high) ranges in the descriptors (ros2 param describe shows them).
 RANGES = {'max_faces': (1, 32), 'min_detection_confidence': (0.0, 1.0), 'track_iou_threshold': (0.0, 1.0),
           'track_max_age': (0.0, 3600.0), 'smoothing': (0.0, 1.0), 'torch_threads': (0, 256),
@@ -176,16 +182,30 @@ class FrameSlots:
             return topic, message
 
     def close(self) -> None:
+        """Wake and end the worker; frames still waiting are dropped (counted as skipped)."""
         with self._condition:
             self.closed = True
+            self.skipped += len(self._frames)
+            self._frames.clear()
             self._condition.notify_all()
 
+    def reopen(self) -> None:
+        with self._condition:
+            self.closed = False
 
-class EmotionNode(Node):
-    """Facial expression recognition on camera topics."""
+
+class EmotionNode(LifecycleNode):
+    """Facial expression recognition on camera topics, as a managed (lifecycle) node."""
 
     def __init__(self, **kwargs):
         super().__init__('emotion_node', **kwargs)
+        # What destroy_node releases, set before anything can fail.
+        self._pipeline: EmotionPipeline | None = None
+        self._switch_lock = threading.RLock()
+        self._emotion_publisher = self._face_publisher = self._annotated_publisher = None
+        self._subscriptions_in_use = []
+        self._worker = None
+        self._slots = FrameSlots()
         for name, (default, description) in PARAMETERS.items():
             try:
                 self.declare_parameter(name, default, parameter_descriptor(name, description))
@@ -193,23 +213,14 @@ class EmotionNode(Node):
                 raise ValueError(f'parameter {name}: {error}') from None
         validate_parameters(self._values())
         self._device = self._param('device')
-        self._apply_torch_threads()
-        settings = self._pipeline_settings()
-        self._max_image_pixels = self._param('max_image_pixels')
+        self._inputs = self._input_list()
         self._store = ModelStore([self._param('model_dir'), SHIPPED_MODEL_DIR])
-        self._pipeline = EmotionPipeline(self._load_classifier(self._param('model')), settings)
-        self._switch_lock = threading.RLock()
-        self._self_check_lock = threading.Lock()
-
-        self._emotion_publisher = self.create_publisher(EmotionArray, 'emotion', 10)
-        self._face_publisher = self._annotated_publisher = None
-        self._create_output_publishers()
+        self._max_image_pixels = self._param('max_image_pixels')
         self._annotated_period = (1.0 / self._param('annotated_max_rate')
                                   if self._param('annotated_max_rate') > 0 else 0.0)
+        self._state = 'unconfigured'
+        self._configure_error: Exception | None = None
         self._last_annotated = 0.0
-        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-
-        self._slots = FrameSlots()
         self._stats_lock = threading.Lock()
         self._processed = 0
         self._bad_frames = 0
@@ -218,21 +229,115 @@ class EmotionNode(Node):
         self._last_faces = 0
         self._latencies = deque(maxlen=300)
         self._processed_times = deque(maxlen=300)
-        self._subscribe_inputs()
 
         services = MutuallyExclusiveCallbackGroup()
         self_check = MutuallyExclusiveCallbackGroup()
         self.create_service(SwitchModel, '~/switch_model', self._on_switch_model, callback_group=services)
         self.create_service(RunSelfCheck, '~/run_self_check', self._on_run_self_check, callback_group=self_check)
+        self._diagnostics_publisher = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(self._param('diagnostics_period'), self._publish_diagnostics, callback_group=services)
-
-        self._worker = threading.Thread(target=self._process_frames, name='emotion_worker', daemon=True)
-        self._worker.start()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._after_set_parameters)
-        self.get_logger().info(
-            f'serving model {self._pipeline.classifier.name!r} on {self._pipeline.classifier.device}; '
-            f'inputs: {", ".join(self._input_topics) or "none"}')
+        if self._param('autostart'):
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise self._configure_error or ModelLoadError('configure failed')
+            self.trigger_activate()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        """Load the model and start the detectors (a failure leaves the node unconfigured, saying why)."""
+        try:
+            self._apply_torch_threads()
+            pipeline = EmotionPipeline(self._load_classifier(self._param('model')), self._pipeline_settings())
+            # Ready before subscribed: a publisher that waits for us loses no frame to start-up.
+            pipeline.open_streams([resolved for _, _, resolved in self._inputs])
+        except Exception as error:  # a bad model, parameter or detector start: stay unconfigured, say why
+            self._configure_error = error
+            self.get_logger().error(f'configure failed: {error}')
+            return TransitionCallbackReturn.FAILURE
+        self._pipeline = pipeline
+        self._emotion_publisher = self.create_publisher(EmotionArray, 'emotion', 10)
+        self._create_output_publishers()
+        self._state = 'inactive'
+        self.get_logger().info(f'configured: model {pipeline.classifier.name!r} on {pipeline.classifier.device}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        """Subscribe to the inputs and start processing."""
+        reliability = ReliabilityPolicy.RELIABLE if self._param('reliable') else ReliabilityPolicy.BEST_EFFORT
+        # A short DDS queue: the callback only moves a frame into FrameSlots (which keeps the newest and
+        # counts the rest as skipped), so frames that queue while the executor waits are still counted.
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=SUBSCRIPTION_DEPTH, reliability=reliability)
+        self._slots.reopen()
+        self._worker = threading.Thread(target=self._process_frames, name='emotion_worker', daemon=True)
+        self._worker.start()
+        frames = MutuallyExclusiveCallbackGroup()
+        self._subscriptions_in_use = [
+            self.create_subscription(message_type, topic, lambda m, t=resolved: self._slots.put(t, m), qos,
+                                     callback_group=frames)
+            for message_type, topic, resolved in self._inputs]
+        self._state = 'active'
+        self.get_logger().info(f'active: serving {self._serving_name()!r} on {", ".join(self.input_topics)}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        """Unsubscribe and stop the worker: no frame is taken or processed while inactive."""
+        self._stop_processing()
+        self._state = 'inactive'
+        self.get_logger().info('inactive: unsubscribed, processing stopped')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        """Free the model, the detectors and the output publishers."""
+        self._release()
+        self._state = 'unconfigured'
+        self.get_logger().info('cleaned up: model and detectors released')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._release()
+        self._state = 'finalized'
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_processing(self) -> None:
+        for subscription in self._subscriptions_in_use:
+            self.destroy_subscription(subscription)
+        self._subscriptions_in_use = []
+        self._slots.close()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
+
+    def _release(self) -> None:
+        with self._switch_lock:
+            if self._pipeline is not None:
+                self._pipeline.close()
+                self._pipeline = None
+        for publisher in (self._emotion_publisher, self._face_publisher, self._annotated_publisher):
+            if publisher is not None:
+                self.destroy_publisher(publisher)
+        self._emotion_publisher = self._face_publisher = self._annotated_publisher = None
+
+    @property
+    def lifecycle_state(self) -> str:
+        """unconfigured, inactive, active or finalized."""
+        return self._state
+
+    @property
+    def subscriptions_in_use(self) -> list:
+        """The input subscriptions (only while active)."""
+        return list(self._subscriptions_in_use)
+
+    @property
+    def worker_alive(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    @property
+    def serving_model(self) -> str:
+        """Name of the model in use ('' while unconfigured)."""
+        return self._serving_name()
 
     # -- parameters -----------------------------------------------------------------
 
@@ -271,7 +376,7 @@ class EmotionNode(Node):
         except ValueError as error:
             return SetParametersResult(successful=False, reason=str(error))
         model = values['model']
-        if model != self._pipeline.classifier.name:
+        if self._pipeline is not None and model != self._pipeline.classifier.name:
             response = SwitchModel.Response()
             with self._switch_lock:
                 self._switch_to(model, response, sync_parameter=False)
@@ -282,13 +387,15 @@ class EmotionNode(Node):
     def _after_set_parameters(self, parameters) -> None:
         """Apply accepted run-time changes from the next frame on."""
         names = {parameter.name for parameter in parameters}
-        self._pipeline.update_settings(self._pipeline_settings())
+        if self._pipeline is not None:
+            self._pipeline.update_settings(self._pipeline_settings())
         self._max_image_pixels = self._param('max_image_pixels')
         self._annotated_period = (1.0 / self._param('annotated_max_rate')
                                   if self._param('annotated_max_rate') > 0 else 0.0)
         if 'torch_threads' in names:
             self._apply_torch_threads()
-        self._create_output_publishers()
+        if self._emotion_publisher is not None:
+            self._create_output_publishers()
         changed = ', '.join(f'{p.name}={p.value!r}' for p in parameters)
         self.get_logger().info(f'parameters changed: {changed}')
 
@@ -299,23 +406,14 @@ class EmotionNode(Node):
         if self._param('publish_annotated') and self._annotated_publisher is None:
             self._annotated_publisher = self.create_publisher(Image, 'emotion/image_annotated', 2)
 
-    def _subscribe_inputs(self) -> None:
-        reliability = ReliabilityPolicy.RELIABLE if self._param('reliable') else ReliabilityPolicy.BEST_EFFORT
-        # A short DDS queue: the callback only moves a frame into FrameSlots (which keeps the newest and
-        # counts the rest as skipped), so frames that queue while the executor waits are still counted.
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=SUBSCRIPTION_DEPTH, reliability=reliability)
+    def _input_list(self) -> list[tuple[type, str, str]]:
+        """(message type, topic as given, resolved name) of every input; ValueError when there is none."""
         inputs = [(message_type, topic, self.resolve_topic_name(topic))
                   for message_type, parameter in ((Image, 'image_topics'), (CompressedImage, 'compressed_image_topics'))
                   for topic in self._param(parameter) if topic]
         if not inputs:
             raise ValueError('no input topic: set image_topics and/or compressed_image_topics')
-        self._input_topics = [resolved for _, _, resolved in inputs]
-        # Ready before subscribed: a publisher that waits for us loses no frame to start-up.
-        self._pipeline.open_streams(self._input_topics)
-        frames = MutuallyExclusiveCallbackGroup()
-        for message_type, topic, resolved in inputs:
-            self.create_subscription(message_type, topic, lambda m, t=resolved: self._slots.put(t, m),
-                                     qos, callback_group=frames)
+        return inputs
 
     # -- models ---------------------------------------------------------------------
 
@@ -329,7 +427,10 @@ class EmotionNode(Node):
         try:
             response.available_models = self._store.available()
             with self._switch_lock:
-                if request.model:
+                if self._pipeline is None:
+                    response.success = False
+                    response.message = f'the node is {self._state}: configure it before switching models'
+                elif request.model:
                     self._switch_to(request.model, response)
                 else:
                     response.success = True
@@ -338,8 +439,12 @@ class EmotionNode(Node):
             response.success = False
             response.message = f'switch_model failed: {error!r}'
             self.get_logger().error(response.message)
-        response.active_model = self._pipeline.classifier.name
+        response.active_model = self._serving_name()
         return response
+
+    def _serving_name(self) -> str:
+        pipeline = self._pipeline
+        return pipeline.classifier.name if pipeline is not None else ''
 
     def _switch_to(self, name: str, response, sync_parameter: bool = True) -> None:
         """Load ``name`` beside the serving model; swap only when it loads and runs (and, with
@@ -369,9 +474,14 @@ class EmotionNode(Node):
         epsilons = [float(e) for e in request.epsilons] or [1.0, 2.0, 4.0, 8.0]
         samples = request.samples or self._param('self_check_samples')
         source = request.source or 'seen'
+        pipeline = self._pipeline
+        if pipeline is None:
+            response.success = False
+            response.message = f'the node is {self._state}: configure it before a self-check'
+            return response
         try:
-            report = run_self_check(self._pipeline.classifier, source, attacks, epsilons, samples,
-                                    seen_faces=self._pipeline.seen_faces)
+            report = run_self_check(pipeline.classifier, source, attacks, epsilons, samples,
+                                    seen_faces=pipeline.seen_faces)
         except SelfCheckError as error:
             response.success = False
             response.message = str(error)
@@ -496,11 +606,16 @@ class EmotionNode(Node):
         values['processing rate (Hz)'] = f'{(len(times) - 1) / window:.2f}' if window > 0 else '0.00'
         values['latency median (s)'] = f'{np.median(latencies):.4f}'
         values['latency p95 (s)'] = f'{np.percentile(latencies, 95):.4f}'
-        values['model'] = self._pipeline.classifier.name
-        values['device'] = str(self._pipeline.classifier.device)
-        values['inputs'] = ', '.join(self._input_topics)
+        pipeline = self._pipeline
+        values['model'] = pipeline.classifier.name if pipeline is not None else ''
+        values['device'] = str(pipeline.classifier.device) if pipeline is not None else ''
+        values['inputs'] = ', '.join(self.input_topics)
+        values['lifecycle state'] = self._state
         values[f'input rate over the last {window_s:g} s (Hz)'] = f'{recent_received / window_s:.2f}'
-        level, message = pipeline_health(recent_received, recent_bad, window_s, self._param('expected_rate'))
+        if self._state == 'active':
+            level, message = pipeline_health(recent_received, recent_bad, window_s, self._param('expected_rate'))
+        else:  # not processing by request
+            level, message = DiagnosticStatus.OK, self._state
         # Named after the node's full name, so namespaced instances do not collide (diagnostic_updater style).
         status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name()}: emotion pipeline',
                                   hardware_id='fer_ros', message=message,
@@ -512,7 +627,7 @@ class EmotionNode(Node):
     @property
     def input_topics(self) -> list[str]:
         """Resolved names of the image topics this node reads."""
-        return list(self._input_topics)
+        return [resolved for _, _, resolved in self._inputs]
 
     def stats(self) -> dict:
         """Counters for tests and benchmarks."""
@@ -521,9 +636,8 @@ class EmotionNode(Node):
                     'skipped': self._slots.skipped, 'bad': self._bad_frames}
 
     def destroy_node(self):
-        self._slots.close()
-        self._worker.join(timeout=5.0)
-        self._pipeline.close()
+        self._stop_processing()
+        self._release()
         return super().destroy_node()
 
 
