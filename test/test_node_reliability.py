@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from fer_ros.fuzz import REFUSE, fuzz_frames
 from fer_ros.nodes.emotion_node import pipeline_health
+from fer_ros.nodes.ros_image import bgr_to_image_message
 from fer_ros.srv import RunSelfCheck, SwitchModel
 from model_fixtures import write_tiny_model
 from node_harness import running_emotion_node, stamp_key
@@ -165,3 +167,19 @@ def test_switches_and_a_self_check_while_frames_flow_lose_nothing(ros, face_imag
     headers = stream_while(camera, face_image, checker)
     assert report['response'].success, report['response'].message
     assert any(stamp_key(h) in camera.arrays for h in headers), 'frames were not answered during the self-check'
+
+
+def test_best_effort_and_reliable_cameras_both_reach_the_node_by_default(ros, face_image):
+    node, camera = ros
+    best_effort = camera.create_publisher(Image, 'image_raw', qos_profile_sensor_data)
+    try:
+        deadline = time.monotonic() + 30
+        while best_effort.get_subscription_count() == 0:  # a reliable subscription would never match
+            assert time.monotonic() < deadline, 'a best-effort camera did not connect'
+            time.sleep(0.05)
+        header = camera.header()
+        best_effort.publish(bgr_to_image_message(face_image, header))
+        assert len(camera.result(header).emotions) == 1
+        assert len(camera.result(camera.send(face_image)).emotions) == 1  # the harness camera is reliable
+    finally:
+        camera.destroy_publisher(best_effort)

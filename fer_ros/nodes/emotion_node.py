@@ -58,7 +58,8 @@ DEFAULT_MODEL = 'cnn_se_gcn_fer2013'
 PARAMETERS = {
     'image_topics': (['image_raw'], 'sensor_msgs/Image topics to read (bgr8, rgb8, bgra8, rgba8, mono8, mono16)'),
     'compressed_image_topics': ([''], 'sensor_msgs/CompressedImage topics to read (jpeg, png); empty for none'),
-    'reliable': (True, 'subscribe with reliable QoS (False: best effort, like sensor-data QoS)'),
+    'reliable': (False, 'subscribe with reliable QoS; False (default): best effort like the sensor-data profile, '
+                        'which both best-effort and reliable camera drivers reach'),
     'model': (DEFAULT_MODEL, 'model name, looked up in model_dir then in the shipped weights'),
     'model_dir': ('', 'user model directory searched before the shipped weights; empty for none'),
     'device': ('auto', 'inference device: auto, cpu or cuda'),
