@@ -45,6 +45,7 @@ from fer_ros.model.checkpoint import ModelLoadError
 from fer_ros.model.inference import ExpressionClassifier, resolve_device
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelNameError, ModelStore
 from fer_ros.msg import EmotionArray, EmotionStamped, SelfCheckResult
+from fer_ros.nodes.native_stderr import StderrNoiseFilter
 from fer_ros.nodes.ros_image import bgr_to_image_message, message_to_bgr
 from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings
 from fer_ros.robustness import ATTACKS, SelfCheckError, run_self_check
@@ -643,6 +644,11 @@ class EmotionNode(LifecycleNode):
 
 
 def main(args=None):
+    with StderrNoiseFilter():  # MediaPipe's known start-up warnings would sit between the ROS log lines
+        return run_node(args)
+
+
+def run_node(args=None):
     rclpy.init(args=args)
     node = None
     try:
