@@ -13,7 +13,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from fer_ros.bag.evaluate import evaluate, load_labels, main as bag_eval_main
-from fer_ros.bag.io import BagError, BagReader
+from fer_ros.bag.io import BagError, BagReader, BagWriter
 from fer_ros.bag.labels import LabelError, read_sidecar
 from fer_ros.bag.make import BAG_START_NS, bag_from_folder, bag_from_video, dataset_selection, sidecar_path
 from fer_ros.bag.replay import run_live, run_offline
@@ -22,6 +22,7 @@ from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.nodes.emotion_node import DEFAULT_MODEL
 from fer_ros.pipeline import PipelineSettings
 from fer_ros.training.evaluate import evaluate_in_frames, main as eval_main
+from fer_ros.vision.framing import letterbox
 from model_fixtures import write_tiny_model
 
 FACES = {'happy': ['0-f15-hao-ph.jpg', 'single_face.jpg'], 'surprise': ['0-f1-su-ph.jpg'],
@@ -225,3 +226,22 @@ def test_live_replay_outlives_a_node_crash_and_counts_the_lost_frames(face_folde
     assert statuses[:8].count('face') >= 6  # answered before the crash
     assert 'lost' in statuses[10:] and statuses[-5:].count('face') >= 3  # lost, then the new node answers
     assert all(status in ('face', 'skipped') for status in statuses[:10])
+
+
+def test_live_replay_at_twice_the_rate_gives_the_same_tracks(samples_dir, model_dir, tmp_path):
+    """Tracks age in message time: a 1.5 s face-less gap ends the track at 1x and at 2x (0.75 s of wall time)."""
+    face = letterbox(cv2.imread(str(samples_dir / 'single_face.jpg')), (640, 480))
+    empty = letterbox(cv2.imread(str(samples_dir / 'free-mountain-vector-01.jpg')), (640, 480))
+    segments = [face] * 20 + [empty] * 45 + [face] * 20  # 30 Hz: 0.67 s face, 1.5 s without, 0.67 s face
+    bag = tmp_path / 'gap'
+    with BagWriter(bag) as writer:
+        for index, image in enumerate(segments):
+            time_ns = BAG_START_NS + index * 33_333_333
+            writer.write('/camera/image_raw', writer.image(image, time_ns, 'camera'), time_ns)
+    params = ['model:=tiny', f'model_dir:={model_dir}', 'device:=cpu', 'video_mode:=false', 'track_max_age:=1.0']
+    for rate in (1.0, 2.0):
+        run = run_live(bag, '/camera/image_raw', tmp_path / f'out_{rate}.mcap', rate=rate, node_params=params)
+        before = {f.faces[0].face_id for f in run.frames[:20] if f.faces}
+        after = {f.faces[0].face_id for f in run.frames[65:] if f.faces}
+        assert len(before) == 1 and len(after) == 1, (rate, before, after)  # one track per face segment
+        assert before != after, f'at {rate}x the track survived a 1.5 s gap in message time'
