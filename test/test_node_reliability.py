@@ -183,3 +183,21 @@ def test_best_effort_and_reliable_cameras_both_reach_the_node_by_default(ros, fa
         assert len(camera.result(camera.send(face_image)).emotions) == 1  # the harness camera is reliable
     finally:
         camera.destroy_publisher(best_effort)
+
+
+def test_faces_coming_and_going_keep_every_frame_accounted_and_never_reuse_an_id(ros, face_image, samples_dir):
+    """A short soak: face and face-less frames alternating in message time, a track ends in every gap."""
+    node, camera = ros
+    empty = cv2.imread(str(samples_dir / 'free-mountain-vector-01.jpg'))
+    before = node.stats()
+    segments = []
+    for _ in range(4):
+        faces = [camera.result(camera.send(face_image)) for _ in range(3)]  # 1 s apart in message time
+        for _ in range(3):
+            camera.result(camera.send(empty))
+        segments.append({e.face_id for array in faces for e in array.emotions})
+    assert all(len(ids) == 1 for ids in segments)
+    assert len(set().union(*segments)) == 4  # a new id after each face-less gap, never an old one
+    after = node.stats()
+    assert after['received'] - before['received'] == 24
+    assert sum(after[k] - before[k] for k in ('processed', 'skipped', 'bad')) == 24
