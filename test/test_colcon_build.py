@@ -1,6 +1,7 @@
 """ROS users build fer_ros with colcon: build the package in a temporary workspace and use the result."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_FILES = ['package.xml', 'CMakeLists.txt', 'setup.py', 'pyproject.toml', 'README.md',
-                 'resource', 'cmake', 'msg', 'srv', 'fer_ros', 'bin', 'launch', 'config']
+                 'resource', 'cmake', 'msg', 'srv', 'fer_ros', 'bin', 'launch', 'config', 'test']
+# What `colcon test` runs here: tests that need neither sample media nor data sets (CI runs the rest).
+COLCON_TEST_SELECTION = '-k "test_tracking or test_image_codec or test_native_stderr"'
 PYTHON_DIR = f'python{sys.version_info.major}.{sys.version_info.minor}'
 
 CHECK_SCRIPT = '''
@@ -60,7 +63,8 @@ def test_colcon_build_in_a_fresh_workspace(tmp_path):
     env['PATH'] = os.pathsep.join((str(Path(sys.executable).parent), env.get('PATH', '')))
     build = subprocess.run(
         [str(colcon), 'build', '--event-handlers', 'console_direct-', '--cmake-args',
-         f'-DPython3_EXECUTABLE={sys.executable}', '-DBUILD_TESTING=OFF'],
+         f'-DPython3_EXECUTABLE={sys.executable}', '-DBUILD_TESTING=ON',
+         f'-DFER_ROS_PYTEST_ARGS={COLCON_TEST_SELECTION}'],
         cwd=workspace, env=env, capture_output=True, text=True, timeout=900)
     log = build.stdout + build.stderr
     assert build.returncode == 0, f'colcon build failed:\n{log[-6000:]}'
@@ -90,3 +94,15 @@ def test_colcon_build_in_a_fresh_workspace(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
     assert check.stdout.startswith('ok')
+
+    # `colcon test` runs the package's pytest suite (a selection here) and reports it.
+    test = subprocess.run([str(colcon), 'test', '--event-handlers', 'console_direct-'], cwd=workspace, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert test.returncode == 0, (test.stdout + test.stderr)[-6000:]
+    results = subprocess.run([str(colcon), 'test-result', '--all', '--verbose'], cwd=workspace, env=env,
+                             capture_output=True, text=True, timeout=120)
+    summary = results.stdout.strip().splitlines()[-1]
+    tests, errors, failures = (int(n) for n in re.match(r'Summary: (\d+) tests?, (\d+) errors?, (\d+) failures?',
+                                                         summary).groups())
+    assert results.returncode == 0 and errors == 0 and failures == 0, results.stdout[-4000:]
+    assert tests >= 10, summary
