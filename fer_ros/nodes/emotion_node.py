@@ -46,6 +46,7 @@ from fer_ros.model.inference import ExpressionClassifier, resolve_device
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelNameError, ModelStore
 from fer_ros.msg import EmotionArray, EmotionStamped, SelfCheckResult
 from fer_ros.nodes.native_stderr import StderrNoiseFilter
+from fer_ros.nodes.rep155 import Rep155Output, hri_msgs_available
 from fer_ros.nodes.ros_image import bgr_to_image_message, message_to_bgr
 from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings
 from fer_ros.robustness import ATTACKS, SelfCheckError, run_self_check
@@ -88,13 +89,16 @@ PARAMETERS = {
     'self_check_samples': (32, 'default number of samples for run_self_check'),
     'report_dir': ('', 'where self-check reports are written; empty: $ROS_HOME/fer_ros or ~/.ros/fer_ros'),
     'autostart': (True, 'configure and activate at start-up (False: wait, unconfigured, for a lifecycle manager)'),
+    'publish_hri': (True, 'also publish the REP-155 (ROS4HRI) topics /humans/faces/tracked, /humans/faces/<id>/roi '
+                          'and /humans/faces/<id>/expression when hri_msgs is installed'),
 }
 
 DEVICES = ('auto', 'cpu', 'cuda')
 SUBSCRIPTION_DEPTH = 10
 # Parameters that cannot change while the node runs (they shape subscriptions, devices, the model store).
 READ_ONLY = frozenset({'image_topics', 'compressed_image_topics', 'reliable', 'model_dir', 'device',
-                       'video_mode', 'landmark_backend', 'diagnostics_period', 'seen_crops', 'autostart'})
+                       'video_mode', 'landmark_backend', 'diagnostics_period', 'seen_crops', 'autostart',
+                       'publish_hri'})
 # name -> (low, high) ranges in the descriptors (ros2 param describe shows them).
 RANGES = {'max_faces': (1, 32), 'min_detection_confidence': (0.0, 1.0), 'track_iou_threshold': (0.0, 1.0),
           'track_max_age': (0.0, 3600.0), 'smoothing': (0.0, 1.0), 'torch_threads': (0, 256),
@@ -207,6 +211,7 @@ class EmotionNode(LifecycleNode):
         self._emotion_publisher = self._face_publisher = self._annotated_publisher = None
         self._subscriptions_in_use = []
         self._worker = None
+        self._hri_output: Rep155Output | None = None
         self._slots = FrameSlots()
         for name, (default, description) in PARAMETERS.items():
             try:
@@ -261,6 +266,12 @@ class EmotionNode(LifecycleNode):
         self._pipeline = pipeline
         self._emotion_publisher = self.create_publisher(EmotionArray, 'emotion', 10)
         self._create_output_publishers()
+        if self._param('publish_hri'):
+            if hri_msgs_available():
+                self._hri_output = Rep155Output(self, self._param('track_max_age'))
+            else:
+                self.get_logger().warning('hri_msgs is not installed: the REP-155 topics (/humans/faces/...) are '
+                                          'not published (install ROS4HRI hri_msgs, or set publish_hri: false)')
         self._state = 'inactive'
         self.get_logger().info(f'configured: model {pipeline.classifier.name!r} on {pipeline.classifier.device}')
         return TransitionCallbackReturn.SUCCESS
@@ -321,6 +332,9 @@ class EmotionNode(LifecycleNode):
             if publisher is not None:
                 self.destroy_publisher(publisher)
         self._emotion_publisher = self._face_publisher = self._annotated_publisher = None
+        if self._hri_output is not None:
+            self._hri_output.close()
+            self._hri_output = None
 
     @property
     def lifecycle_state(self) -> str:
@@ -331,6 +345,11 @@ class EmotionNode(LifecycleNode):
     def subscriptions_in_use(self) -> list:
         """The input subscriptions (only while active)."""
         return list(self._subscriptions_in_use)
+
+    @property
+    def publishes_hri(self) -> bool:
+        """True while the REP-155 topics are published."""
+        return self._hri_output is not None
 
     @property
     def worker_alive(self) -> bool:
@@ -532,7 +551,8 @@ class EmotionNode(LifecycleNode):
             topic, message = item
             try:
                 image = message_to_bgr(message, self._max_image_pixels)
-                faces = self._pipeline.process(image, stream=topic, now=self._message_time(message.header))
+                now = self._message_time(message.header)
+                faces = self._pipeline.process(image, stream=topic, now=now)
             except ImageDecodeError as error:
                 self._count_bad_frame(topic, error)
                 continue
@@ -541,7 +561,7 @@ class EmotionNode(LifecycleNode):
                 self.get_logger().error(f'unexpected error on a frame from {topic}: {error!r}',
                                         throttle_duration_sec=2.0)
                 continue
-            self._publish(message.header, faces, image)
+            self._publish(message.header, faces, image, now)
 
     def _message_time(self, header) -> float:
         """Seconds of the frame's stamp (tracks age in message time: bag replays at any rate and
@@ -556,9 +576,12 @@ class EmotionNode(LifecycleNode):
             self._last_error = f'{topic}: {str(error)[:300]}'
         self.get_logger().warning(f'dropped a frame from {topic}: {error}', throttle_duration_sec=2.0)
 
-    def _publish(self, header, faces: list[FaceEmotion], image: np.ndarray) -> None:
+    def _publish(self, header, faces: list[FaceEmotion], image: np.ndarray, now: float) -> None:
         messages = [self._face_message(header, face) for face in faces]
         self._emotion_publisher.publish(EmotionArray(header=header, emotions=messages))
+        if self._hri_output is not None:
+            self._hri_output.max_age_s = self._param('track_max_age')
+            self._hri_output.publish(header, faces, image.shape[:2], now)
         if self._face_publisher is not None and self._param('publish_per_face'):
             for message in messages:
                 self._face_publisher.publish(message)
