@@ -108,6 +108,7 @@ setup(
     entry_points={'console_scripts': [
         'fer-run = fer_ros.run:main',
         'fer-emotion-node = fer_ros.nodes.emotion_node:main',
+        'fer-hri-expression-node = fer_ros.nodes.hri_expression_node:main',
         'fer-camera-source = fer_ros.nodes.camera_source:main',
         'fer-emotion-echo = fer_ros.nodes.emotion_echo:main',
         'fer-train = fer_ros.training.train:cli',

@@ -120,3 +120,26 @@ def test_without_hri_msgs_the_node_says_so_and_serves_as_usual(tmp_path, capfd):
     finally:
         rclpy.shutdown(context=context)
     assert 'hri_msgs is not installed' in capfd.readouterr().err
+
+
+@pytest.mark.slow
+def test_consumer_mode_answers_for_the_faces_another_detector_tracks_keeping_their_ids(hri_prefix, samples_dir):
+    env = hri_env(hri_prefix)
+    node = subprocess.Popen([sys.executable, '-m', 'fer_ros.nodes.hri_expression_node'], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.0)
+        role = subprocess.run([sys.executable, str(REPO / 'test' / 'ros_helpers' / 'hri_face_detect_role.py'),
+                               str(samples_dir), '20'], env=env, capture_output=True, text=True, timeout=120)
+        assert role.returncode == 0, role.stderr[-3000:]
+    finally:
+        node.terminate()
+        _, node_log = node.communicate(timeout=30)
+    seen = json.loads(role.stdout.splitlines()[-1])
+    for face_id, expected in (('anna', 'happy'), ('bob', 'surprised')):
+        answers = seen['answers'][face_id]
+        assert len(answers) >= 10, (face_id, len(answers), node_log[-3000:])
+        assert {stamp for stamp, _, _ in answers} <= set(seen['sent'][face_id])  # answers carry the crop's header
+        expressions = [expression for _, expression, _ in answers]
+        assert max(set(expressions), key=expressions.count) == expected, (face_id, expressions)
+        assert all(0.0 < confidence <= 1.0 for _, _, confidence in answers)
