@@ -8,6 +8,7 @@ EmotionArray here, and the node's own stamp-to-publish figures from
 
   .venv/bin/python benchmarks/bench_node.py                       # shipped model, 30 s
   .venv/bin/python benchmarks/bench_node.py --duration 60 --json reports/bench_node.json
+  .venv/bin/python benchmarks/bench_node.py --duration 10 --inactive-seconds 20   # + CPU when deactivated
 """
 
 import argparse
@@ -22,6 +23,8 @@ import numpy as np
 import psutil
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -69,6 +72,27 @@ class StreamProbe(Node):
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
 
 
+def measure_inactive(probe, executor, process, frames, period, seconds) -> float:
+    """Deactivate the node (lifecycle service) and return its CPU % while frames keep coming."""
+    client = probe.create_client(ChangeState, 'emotion_node/change_state')
+    if not client.wait_for_service(timeout_sec=30):
+        raise SystemExit('emotion_node/change_state not available')
+    future = client.call_async(ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
+    executor.spin_until_future_complete(future, timeout_sec=30)
+    if not future.done() or not future.result().success:
+        raise SystemExit('deactivate failed')
+    process.cpu_percent(None)
+    start, next_time, sent = time.monotonic(), time.monotonic(), 0
+    while time.monotonic() < start + seconds:
+        header = Image().header
+        header.stamp = probe.get_clock().now().to_msg()
+        probe.publisher.publish(bgr_to_image_message(frames[sent % len(frames)], header))
+        sent += 1
+        next_time += period
+        executor.spin_once(timeout_sec=max(0.0, next_time - time.monotonic()))
+    return process.cpu_percent(None)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--video', type=Path, default=DEFAULT_VIDEO)
@@ -78,6 +102,8 @@ def main(argv=None) -> int:
     parser.add_argument('--size', type=int, nargs=2, default=[640, 480], metavar=('WIDTH', 'HEIGHT'))
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='emotion_node parameter (repeatable), e.g. model:=my_model')
+    parser.add_argument('--inactive-seconds', type=float, default=0.0,
+                        help='then deactivate the node and measure its CPU this long while frames keep coming')
     parser.add_argument('--json', type=Path)
     args = parser.parse_args(argv)
 
@@ -126,6 +152,9 @@ def main(argv=None) -> int:
         while time.monotonic() < settle:
             executor.spin_once(timeout_sec=0.1)
         probe.recording = False
+        inactive_cpu = None
+        if args.inactive_seconds > 0:
+            inactive_cpu = measure_inactive(probe, executor, process, frames, period, args.inactive_seconds)
     finally:
         stop([node_process])
         probe.destroy_node()
@@ -147,6 +176,7 @@ def main(argv=None) -> int:
         'size': args.size,
         'video': str(args.video),
         'params': args.param,
+        'inactive_node_cpu_percent': inactive_cpu,
     }
     print(f"{results['frames_sent']} frames sent at {args.rate:.0f} Hz ({args.size[0]}x{args.size[1]}) "
           f"over {measured_seconds:.1f} s; node published {results['frames_published_by_node']} "
@@ -163,6 +193,9 @@ def main(argv=None) -> int:
               f"stamp->publish median {diagnostics.get('latency median (s)')} s, "
               f"p95 {diagnostics.get('latency p95 (s)')} s, model {diagnostics.get('model')}")
     print(f"node process: {cpu_percent:.0f}% CPU (100% = one core of {os.cpu_count()}), RSS {rss_mb:.0f} MB")
+    if inactive_cpu is not None:
+        print(f"deactivated node: {inactive_cpu:.1f}% CPU over {args.inactive_seconds:g} s of frames at "
+              f"{args.rate:.0f} Hz")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2))
