@@ -110,7 +110,7 @@ def main(argv=None) -> int:
     frames = letterboxed_frames(args.video, *args.size)
     command = [sys.executable, '-m', 'fer_ros.nodes.emotion_node', '--ros-args',
                '--params-file', str(REPO / 'config' / 'emotion.yaml')]
-    for param in args.param:
+    for param in ['reliable:=true', *args.param]:  # the probe is reliable: frames are received or counted
         command += ['-p', param]
     node_process = subprocess.Popen(command)
     rclpy.init(args=[])

@@ -140,7 +140,8 @@ class NodeUnderTest:
     def __init__(self, params: list[str]):
         command = [sys.executable, '-m', 'fer_ros.nodes.emotion_node', '--ros-args',
                    '--params-file', str(REPO / 'config' / 'emotion.yaml'),
-                   '-p', "compressed_image_topics:=['image_raw/compressed']", '-p', 'diagnostics_period:=0.5']
+                   '-p', "compressed_image_topics:=['image_raw/compressed']", '-p', 'diagnostics_period:=0.5',
+                   '-p', 'reliable:=true']  # every frame the probe sends is received or counted
         for param in params:
             command += ['-p', param]
         self.process = subprocess.Popen(command, stderr=subprocess.DEVNULL)

@@ -190,6 +190,8 @@ def main(argv=None) -> int:
         overrides.append(f'device:={args.device}')
     if args.publish_annotated:
         overrides.append('publish_annotated:=true')
+    if args.source is not None:  # our camera_source is reliable: every frame reaches the node or is counted
+        overrides.insert(0, 'reliable:=true')
     remaps = [f'image_raw:={image_topic}']
 
     processes = [subprocess.Popen(node_command('emotion_node', params_file, overrides, remaps))]

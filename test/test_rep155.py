@@ -58,7 +58,7 @@ def test_rep155_topics_carry_the_ids_and_expressions_of_real_faces(hri_prefix, s
     env = hri_env(hri_prefix)
     node = subprocess.Popen([sys.executable, '-m', 'fer_ros.nodes.emotion_node', '--ros-args',
                              '-p', 'model:=tiny', '-p', f'model_dir:={tmp_path}', '-p', 'video_mode:=false',
-                             '-p', 'image_topics:=[rep155_camera]'],
+                             '-p', 'image_topics:=[rep155_camera]', '-p', 'reliable:=true'],
                             env=env, stderr=subprocess.PIPE, text=True)
     listener = subprocess.Popen([sys.executable, str(REPO / 'test' / 'ros_helpers' / 'rep155_listener.py'),
                                  str(LISTEN_S)], env=env, stdout=subprocess.PIPE, text=True)

@@ -112,7 +112,8 @@ def run_live(bag, topic: str, output_bag, *, node_params: list[str], rate: float
                     else [f'image_topics:=[{topic}]', "compressed_image_topics:=['']"])
     command = [sys.executable, '-m', 'fer_ros.nodes.emotion_node', '--ros-args',
                '--params-file', str(share_file('config/emotion.yaml')), '-r', f'emotion:={OUTPUT_TOPIC}']
-    for param in input_params + list(node_params):
+    # The replay publishes reliably: a reliable subscription gets every frame or counts it as skipped.
+    for param in ['reliable:=true', *input_params, *node_params]:
         command += ['-p', param]
     processes = [subprocess.Popen(command)]
 
