@@ -270,8 +270,8 @@ class EmotionNode(LifecycleNode):
             if hri_msgs_available():
                 self._hri_output = Rep155Output(self, self._param('track_max_age'))
             else:
-                self.get_logger().warning('hri_msgs is not installed: the REP-155 topics (/humans/faces/...) are '
-                                          'not published (install ROS4HRI hri_msgs, or set publish_hri: false)')
+                self.get_logger().info('hri_msgs is not installed: the REP-155 topics (/humans/faces/...) are not '
+                                       'published (install ROS4HRI hri_msgs for them, or set publish_hri: false)')
         self._state = 'inactive'
         self.get_logger().info(f'configured: model {pipeline.classifier.name!r} on {pipeline.classifier.device}')
         return TransitionCallbackReturn.SUCCESS
