@@ -37,12 +37,15 @@ def main(argv=None) -> int:
     parser.add_argument('--frames', type=int, default=300)
     parser.add_argument('--model', default=DEFAULT_MODEL)
     parser.add_argument('--torch-threads', type=int, default=1, help='as the node (torch_threads parameter)')
+    parser.add_argument('--eager', action='store_true', help='eager PyTorch instead of TorchScript (the default, '
+                                                              'as the node)')
     parser.add_argument('--video', type=Path, default=DEFAULT_VIDEO)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
     frames = letterboxed_frames(args.video, 640, 480)
     messages = [bgr_to_image_message(frame, Image().header) for frame in frames]
-    classifier = ExpressionClassifier(ModelStore([SHIPPED_MODEL_DIR]).resolve(args.model), 'cpu', name=args.model)
+    classifier = ExpressionClassifier(ModelStore([SHIPPED_MODEL_DIR]).resolve(args.model), 'cpu', name=args.model,
+                                      torchscript=not args.eager)
     classifier.warm_up()
     detector = FaceMeshDetector(4, 0.5, video_mode=True)
     tracker = FaceTracker()
@@ -83,8 +86,9 @@ def main(argv=None) -> int:
             totals.append(time.perf_counter() - start)
     finally:
         detector.close()
-    print(f'{args.frames} frames of {args.video.name} at 640x480, model {args.model}, torch threads '
-          f'{args.torch_threads}, {os.cpu_count()} CPUs; milliseconds per frame:')
+    print(f'{args.frames} frames of {args.video.name} at 640x480, model {args.model} '
+          f'({"eager" if args.eager else "TorchScript"}), torch threads {args.torch_threads}, {os.cpu_count()} CPUs; '
+          'milliseconds per frame:')
     print(f"{'stage':<16}{'median':>8}{'p95':>8}{'share':>8}")
     total_median = float(np.median(totals))
     for stage in STAGES:

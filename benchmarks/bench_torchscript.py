@@ -1,0 +1,51 @@
+"""Eager PyTorch against the TorchScript-traced model (the node's torchscript parameter): ms per face.
+
+  PYTHONPATH=. .venv/bin/python benchmarks/bench_torchscript.py          # the shipped models, batch 1, 1 thread
+"""
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+
+from fer_ros.model.inference import ExpressionClassifier
+from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
+
+MODELS = ('cnn_se_gcn_fer2013', 'pcnn_fer2013', 'efficientnet_b2_fer2013')
+
+
+def per_face_ms(classifier, crops, landmarks, repeats: int) -> float:
+    for _ in range(10):
+        classifier.predict(crops, landmarks)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        classifier.predict(crops, landmarks)
+    return (time.perf_counter() - start) / repeats / len(crops) * 1e3
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--models', nargs='+', default=list(MODELS))
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=100)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (args.batch, 48, 48), dtype=np.uint8)
+    landmarks = rng.random((args.batch, 468, 3), dtype=np.float32)
+    print(f'ms per face, batch {args.batch}, {args.threads} torch thread(s):')
+    for name in args.models:
+        path = ModelStore([SHIPPED_MODEL_DIR]).resolve(name)
+        eager, traced = ExpressionClassifier(path, 'cpu'), ExpressionClassifier(path, 'cpu', torchscript=True)
+        difference = np.abs(eager.predict(crops, landmarks) - traced.predict(crops, landmarks)).max()
+        print(f'{name:<26} eager {per_face_ms(eager, crops, landmarks, args.repeats):6.2f}  torchscript '
+              f'{per_face_ms(traced, crops, landmarks, args.repeats):6.2f}  largest probability difference '
+              f'{difference:.1e}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
