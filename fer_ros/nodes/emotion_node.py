@@ -36,7 +36,6 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -45,7 +44,7 @@ from fer_ros.model.checkpoint import ModelLoadError
 from fer_ros.model.inference import ExpressionClassifier, resolve_device
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelNameError, ModelStore
 from fer_ros.msg import EmotionArray, EmotionStamped, SelfCheckResult
-from fer_ros.nodes.native_stderr import StderrNoiseFilter
+from fer_ros.nodes.entry import run_node
 from fer_ros.nodes.rep155 import Rep155Output, hri_msgs_available
 from fer_ros.nodes.ros_image import bgr_to_image_message, message_to_bgr
 from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings
@@ -673,28 +672,7 @@ class EmotionNode(LifecycleNode):
 
 
 def main(args=None):
-    with StderrNoiseFilter():  # MediaPipe's known start-up warnings would sit between the ROS log lines
-        return run_node(args)
-
-
-def run_node(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = EmotionNode()
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, ModelNameError, ModelLoadError) as error:
-        rclpy.logging.get_logger('emotion_node').fatal(f'cannot start: {error}')
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(EmotionNode, 'emotion_node', num_threads=3, args=args)
 
 
 if __name__ == '__main__':

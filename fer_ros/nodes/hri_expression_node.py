@@ -13,21 +13,18 @@ Each id keeps only its newest unprocessed crop; a worker thread classifies.
 import threading
 
 import numpy as np
-import rclpy
 import torch
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from fer_ros.affect import valence_arousal
-from fer_ros.model.checkpoint import ModelLoadError
 from fer_ros.model.inference import ExpressionClassifier, align_face
-from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelNameError, ModelStore
+from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.nodes.emotion_node import DEFAULT_MODEL, FrameSlots
-from fer_ros.nodes.native_stderr import StderrNoiseFilter
+from fer_ros.nodes.entry import run_node
 from fer_ros.nodes.rep155 import REP155_EXPRESSIONS, TRACKED_TOPIC, hri_msgs_available
 from fer_ros.nodes.ros_image import message_to_bgr
 from fer_ros.vision.face_mesh import FaceMeshDetector
@@ -144,29 +141,8 @@ class HriExpressionNode(Node):
         return super().destroy_node()
 
 
-def run_node(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = HriExpressionNode()
-        executor = MultiThreadedExecutor(num_threads=2)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (ValueError, ModelNameError, ModelLoadError) as error:
-        rclpy.logging.get_logger('hri_expression_node').fatal(f'cannot start: {error}')
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
-
-
 def main(args=None):
-    with StderrNoiseFilter():
-        return run_node(args)
+    return run_node(HriExpressionNode, 'hri_expression_node', num_threads=2, args=args)
 
 
 if __name__ == '__main__':
