@@ -417,7 +417,7 @@ def crash_section(args, work: Path) -> dict:
     def kill(index, pid):
         if index == args.crash_loops * 72 // 3 and not killed:
             os.kill(pid, signal.SIGKILL)
-            killed.update(frame=index, at=time.monotonic())
+            killed['frame'] = index
             time.sleep(0.1)
 
     run = run_live(looped, '/camera/image_raw', work / 'crash.mcap', respawn=True, before_frame=kill,

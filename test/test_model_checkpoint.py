@@ -78,12 +78,17 @@ def test_corrupt_safetensors(saved):
         load_model(path)
 
 
-def test_architecture_mismatch(saved):
-    _, path = saved
+def rewrite_metadata(path, change):
+    """Apply ``change`` (a function that edits the dict in place) to a checkpoint's JSON."""
     metadata_path = path.with_suffix('.json')
     metadata = json.loads(metadata_path.read_text())
-    metadata['config']['fusion_dim'] = 32
+    change(metadata)
     metadata_path.write_text(json.dumps(metadata))
+
+
+def test_architecture_mismatch(saved):
+    _, path = saved
+    rewrite_metadata(path, lambda metadata: metadata['config'].update(fusion_dim=32))
     with pytest.raises(ModelLoadError, match='do not match the architecture'):
         load_model(path)
 
@@ -100,18 +105,8 @@ def test_bit_flipped_weights_are_refused_by_their_sha256(saved):
 
 def test_checkpoint_without_a_recorded_sha256_still_loads(saved):
     _, path = saved
-    metadata_path = path.with_suffix('.json')
-    metadata = json.loads(metadata_path.read_text())
-    del metadata['weights_sha256']
-    metadata_path.write_text(json.dumps(metadata))
+    rewrite_metadata(path, lambda metadata: metadata.pop('weights_sha256'))
     load_model(path)
-
-
-def edit_metadata(path, **changes):
-    metadata_path = path.with_suffix('.json')
-    metadata = json.loads(metadata_path.read_text())
-    metadata.update(changes)
-    metadata_path.write_text(json.dumps(metadata))
 
 
 @pytest.mark.parametrize('changes, message', [
@@ -124,7 +119,7 @@ def edit_metadata(path, **changes):
 ])
 def test_invalid_metadata_is_refused(saved, changes, message):
     _, path = saved
-    edit_metadata(path, **changes)
+    rewrite_metadata(path, lambda metadata: metadata.update(changes))
     with pytest.raises(ModelLoadError, match=message):
         load_model(path)
 
@@ -140,7 +135,7 @@ def test_non_finite_weights_are_refused(tmp_path):
 
 def test_classifier_is_named_as_loaded_not_by_its_metadata(saved):
     _, path = saved
-    edit_metadata(path, name='something_else')
+    rewrite_metadata(path, lambda metadata: metadata.update(name='something_else'))
     assert ExpressionClassifier(path, device='cpu').name == 'fer'
     assert ExpressionClassifier(path, device='cpu', name='alias').name == 'alias'
 

@@ -9,11 +9,11 @@ so a short video is not lost to discovery.
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
+from fer_ros.nodes.entry import run_node
 from fer_ros.nodes.ros_image import bgr_to_compressed_message, bgr_to_image_message
 from fer_ros.vision.frame_source import FrameSource
 
@@ -96,25 +96,16 @@ class CameraSource(Node):
         return super().destroy_node()
 
 
+def spin_until_done(node: CameraSource) -> None:
+    """Publish until the source is exhausted, then wait for the last frames to be acknowledged."""
+    while rclpy.ok() and not node.done:
+        rclpy.spin_once(node, timeout_sec=0.1)
+    if node.done and not node.flush():
+        node.get_logger().warning(f'the last frames were not acknowledged within {ACK_TIMEOUT_S:g} s')
+
+
 def main(args=None):
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = CameraSource()
-        while rclpy.ok() and not node.done:
-            rclpy.spin_once(node, timeout_sec=0.1)
-        if node.done and not node.flush():
-            node.get_logger().warning(f'the last frames were not acknowledged within {ACK_TIMEOUT_S:g} s')
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as error:  # bad parameter or FrameSourceError
-        rclpy.logging.get_logger('camera_source').fatal(f'cannot start: {error}')
-        return 1
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node(CameraSource, 'camera_source', spin_until_done, args)
 
 
 if __name__ == '__main__':

@@ -44,7 +44,7 @@ from fer_ros.model.checkpoint import ModelLoadError
 from fer_ros.model.inference import ExpressionClassifier, resolve_device
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelNameError, ModelStore
 from fer_ros.msg import EmotionArray, EmotionStamped, SelfCheckResult
-from fer_ros.nodes.entry import run_node
+from fer_ros.nodes.entry import run_node, spin_with_threads
 from fer_ros.nodes.rep155 import Rep155Output, hri_msgs_available
 from fer_ros.nodes.ros_image import bgr_to_image_message, message_to_bgr
 from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings
@@ -672,7 +672,7 @@ class EmotionNode(LifecycleNode):
 
 
 def main(args=None):
-    return run_node(EmotionNode, 'emotion_node', num_threads=3, args=args)
+    return run_node(EmotionNode, 'emotion_node', spin_with_threads(3), args)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,6 @@
-"""The main() of the processing nodes: init, spin a multi-threaded executor, end cleanly."""
+"""The main() of the fer_ros nodes: init, spin until done or shut down, end cleanly."""
+
+from collections.abc import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -6,20 +8,27 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from fer_ros.nodes.native_stderr import StderrNoiseFilter
 
 
-def run_node(make_node, name: str, num_threads: int, args=None) -> int:
-    """Run ``make_node()`` until shutdown; exit code 1 with a FATAL line when it cannot start (a ValueError:
-    bad parameter, unknown or broken model). MediaPipe's known stderr noise is silenced meanwhile."""
+def spin_with_threads(num_threads: int) -> Callable:
+    """A spin step: the node on a MultiThreadedExecutor until shutdown."""
+    def spin(node) -> None:
+        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor.add_node(node)
+        executor.spin()
+    return spin
+
+
+def run_node(make_node, name: str, spin: Callable, args=None) -> int:
+    """Run ``spin(make_node())``; exit code 1 with a FATAL line when the node cannot start (a ValueError:
+    bad parameter, unknown or broken model, missing source). MediaPipe's known stderr noise is silenced."""
     with StderrNoiseFilter():
         rclpy.init(args=args)
         node = None
         try:
             node = make_node()
-            executor = MultiThreadedExecutor(num_threads=num_threads)
-            executor.add_node(node)
-            executor.spin()
+            spin(node)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
-        except ValueError as error:  # ModelNameError and ModelLoadError are ValueErrors too
+        except ValueError as error:  # ModelNameError, ModelLoadError and FrameSourceError are ValueErrors too
             rclpy.logging.get_logger(name).fatal(f'cannot start: {error}')
             return 1
         finally:

@@ -24,7 +24,7 @@ from fer_ros.affect import valence_arousal
 from fer_ros.model.inference import ExpressionClassifier, align_face
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.nodes.emotion_node import DEFAULT_MODEL, FrameSlots
-from fer_ros.nodes.entry import run_node
+from fer_ros.nodes.entry import run_node, spin_with_threads
 from fer_ros.nodes.rep155 import REP155_EXPRESSIONS, TRACKED_TOPIC, hri_msgs_available
 from fer_ros.nodes.ros_image import message_to_bgr
 from fer_ros.vision.face_mesh import FaceMeshDetector
@@ -142,7 +142,7 @@ class HriExpressionNode(Node):
 
 
 def main(args=None):
-    return run_node(HriExpressionNode, 'hri_expression_node', num_threads=2, args=args)
+    return run_node(HriExpressionNode, 'hri_expression_node', spin_with_threads(2), args)
 
 
 if __name__ == '__main__':
