@@ -19,6 +19,7 @@ from sensor_msgs.msg import Image
 
 from fer_ros.nodes.rep155 import REP155_EXPRESSIONS
 from fer_ros.nodes.ros_image import bgr_to_image_message
+from fer_ros.run import stop
 from model_fixtures import write_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def test_rep155_topics_carry_the_ids_and_expressions_of_real_faces(hri_prefix, s
     node = subprocess.Popen([sys.executable, '-m', 'fer_ros.nodes.emotion_node', '--ros-args',
                              '-p', 'model:=tiny', '-p', f'model_dir:={tmp_path}', '-p', 'video_mode:=false',
                              '-p', 'image_topics:=[rep155_camera]', '-p', 'reliable:=true'],
-                            env=env, stderr=subprocess.PIPE, text=True)
+                            env=env, stderr=(tmp_path / 'node.log').open('w'))
     listener = subprocess.Popen([sys.executable, str(REPO / 'test' / 'ros_helpers' / 'rep155_listener.py'),
                                  str(LISTEN_S)], env=env, stdout=subprocess.PIPE, text=True)
     context = rclpy.Context()
@@ -82,8 +83,8 @@ def test_rep155_topics_carry_the_ids_and_expressions_of_real_faces(hri_prefix, s
         seen = json.loads(listener.communicate(timeout=LISTEN_S + 30)[0].splitlines()[-1])
     finally:
         rclpy.shutdown(context=context)
-        node.terminate()
-        _, node_log = node.communicate(timeout=30)
+        stop([node])  # SIGINT, as fer-run stops its nodes; killed if it has not ended 10 s later
+    node_log = (tmp_path / 'node.log').read_text()
     assert 'hri_msgs is not installed' not in node_log
     compared = 0
     for stamp, faces in seen['emotion'].items():
@@ -123,18 +124,20 @@ def test_without_hri_msgs_the_node_says_so_and_serves_as_usual(tmp_path, capfd):
 
 
 @pytest.mark.slow
-def test_consumer_mode_answers_for_the_faces_another_detector_tracks_keeping_their_ids(hri_prefix, samples_dir):
+def test_consumer_mode_answers_for_the_faces_another_detector_tracks_keeping_their_ids(hri_prefix, samples_dir,
+                                                                                      tmp_path):
     env = hri_env(hri_prefix)
+    # The node's log goes to a file: a pipe nobody reads until the end could fill and stall it.
     node = subprocess.Popen([sys.executable, '-m', 'fer_ros.nodes.hri_expression_node'], env=env,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=(tmp_path / 'node.log').open('w'))
     try:
         time.sleep(2.0)
         role = subprocess.run([sys.executable, str(REPO / 'test' / 'ros_helpers' / 'hri_face_detect_role.py'),
                                str(samples_dir), '20'], env=env, capture_output=True, text=True, timeout=120)
         assert role.returncode == 0, role.stderr[-3000:]
     finally:
-        node.terminate()
-        _, node_log = node.communicate(timeout=30)
+        stop([node])
+    node_log = (tmp_path / 'node.log').read_text()
     seen = json.loads(role.stdout.splitlines()[-1])
     for face_id, expected in (('anna', 'happy'), ('bob', 'surprised')):
         answers = seen['answers'][face_id]
