@@ -25,22 +25,15 @@ VERTICAL_OFFSET = 0.047
 WARP_OVERSAMPLING = 4
 
 
-def align_face(image, landmarks_px, output_size=48):
-    """Similarity-align a face into a square crop like FER-2013's framing.
-
-    ``image``: uint8 gray [H, W] or BGR [H, W, 3]. ``landmarks_px``: [468, 3]
-    MediaPipe landmarks in image pixels (x, y; z in the same pixel scale,
-    i.e. MediaPipe's normalised z times the image width).
+def alignment_matrix(landmarks_px, output_size=48):
+    """The 2x3 affine from image pixels to the oversampled work square of :func:`align_face`.
 
     The face is rotated about the eye midpoint so the eye-corner centres
     (landmarks 33/133 and 263/362) are level; the crop is the square of side
     ``FACE_SCALE`` x the larger side of the rotated landmarks' bounding box,
-    centred on that box shifted up by ``VERTICAL_OFFSET`` x side. Pixels outside
-    the image replicate the border. Returns (crop uint8 [S, S] gray,
-    landmarks float32 [468, 3] crop-normalised: x, y in [0, 1] of the crop,
-    z divided by the crop side).
+    centred on that box shifted up by ``VERTICAL_OFFSET`` x side. Returns
+    (matrix float64 [2, 3], scale from image pixels to work pixels).
     """
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
     points = np.asarray(landmarks_px, dtype=np.float64)
     left_eye = points[list(LEFT_EYE_CORNERS), :2].mean(axis=0)
     right_eye = points[list(RIGHT_EYE_CORNERS), :2].mean(axis=0)
@@ -57,9 +50,33 @@ def align_face(image, landmarks_px, output_size=48):
     matrix = np.zeros((2, 3))
     matrix[:, :2] = scale * rotation
     matrix[:, 2] = -scale * (rotation @ eye_centre + crop_centre) + work_size / 2
+    return matrix, scale
+
+
+def warp_face(gray, matrix, output_size=48):
+    """uint8 gray crop [S, S]: ``gray`` warped by an :func:`alignment_matrix`, border replicated,
+    then area-averaged down from the oversampled work square."""
+    work_size = output_size * WARP_OVERSAMPLING
     warped = cv2.warpAffine(gray, matrix, (work_size, work_size), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_REPLICATE)
-    crop = cv2.resize(warped, (output_size, output_size), interpolation=cv2.INTER_AREA)
+    return cv2.resize(warped, (output_size, output_size), interpolation=cv2.INTER_AREA)
+
+
+def align_face(image, landmarks_px, output_size=48):
+    """Similarity-align a face into a square crop like FER-2013's framing (:func:`alignment_matrix`).
+
+    ``image``: uint8 gray [H, W] or BGR [H, W, 3]. ``landmarks_px``: [468, 3]
+    MediaPipe landmarks in image pixels (x, y; z in the same pixel scale,
+    i.e. MediaPipe's normalised z times the image width). Pixels outside the
+    image replicate the border. Returns (crop uint8 [S, S] gray, landmarks
+    float32 [468, 3] crop-normalised: x, y in [0, 1] of the crop, z divided by
+    the crop side).
+    """
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    points = np.asarray(landmarks_px, dtype=np.float64)
+    matrix, scale = alignment_matrix(points, output_size)
+    crop = warp_face(gray, matrix, output_size)
+    work_size = output_size * WARP_OVERSAMPLING
     aligned = np.empty_like(points)
     work_xy = points[:, :2] @ matrix[:, :2].T + matrix[:, 2]
     # INTER_AREA: output pixel j averages work pixels F*j .. F*j + F - 1.

@@ -29,19 +29,21 @@ from fer_ros.data.augment import FaceAugment, FeatureAugment
 from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
 from fer_ros.data.feature_cache import AUGMENTATIONS, CachedFeatureDataset, FeatureCache, cached_features
 from fer_ros.data.landmarks import LandmarkCache
+from fer_ros.data.packed import unpack_faces
 from fer_ros.model.checkpoint import (ARCHITECTURES, load_model, load_training_state, save_checkpoint,
                                      save_training_state)
 from fer_ros.model.cnn_se_gcn import GeometryDiscriminator
 from fer_ros.model.inference import resolve_device
 from fer_ros.model.losses import LossConfig, TrainingObjective, discriminator_loss
 from fer_ros.training import console_script
+from fer_ros.training.device_batches import DeviceFaceBatches
 from fer_ros.training.evaluate import classification_report, predict_loader
 
 STOCHASTIC_REGULARIZERS = (nn.Dropout, StochasticDepth)
 TRAIN_DEFAULTS = {'epochs': 30, 'batch_size': 64, 'lr': 1e-3, 'weight_decay': 5e-4, 'discriminator_lr': 2e-4,
                   'num_workers': 2, 'device': 'auto', 'amp': True, 'select_metric': 'accuracy',
                   'half_checkpoint': False, 'warmup_epochs': 0, 'warmup_augment': None, 'warmup_dropout': True,
-                  'lr_scale': {}}
+                  'lr_scale': {}, 'data_on_device': False}
 
 
 def load_config(path, overrides=()):
@@ -110,6 +112,12 @@ def stratified_holdout(samples, fraction, seed):
 def load_data(data_config, model_config, seed):
     """(train PreparedFaces, val PreparedFaces) as the config describes; fills the landmark cache."""
     kind, path = data_config['kind'], data_config['path']
+    if kind == 'packed':
+        if model_config.needs_landmarks:
+            raise ValueError('packed faces hold no landmarks: use a model without them '
+                             '(use_gcn: false, landmark_head: false) or the dataset with its landmark cache')
+        return (unpack_faces(path, data_config.get('train_split', 'train')),
+                unpack_faces(path, data_config.get('val_split', 'val')))
     train = data_config.get('train_samples') or load_samples(kind, path, data_config.get('train_split', 'train'))
     if data_config.get('val_from_train'):
         train, val = stratified_holdout(train, data_config['val_from_train'], seed)
@@ -195,6 +203,9 @@ class Trainer:
             self.train_set = CachedFeatureDataset(train_faces, cached_features(cache, train_faces, AUGMENTATIONS, log),
                                                   self.augment)
             val_set = CachedFeatureDataset(val_faces, cached_features(cache, val_faces, ('none',), log))
+        elif self.train_config['data_on_device']:
+            self.train_set = DeviceFaceBatches(train_faces, self.augment, self.device, self.train_config['batch_size'])
+            val_set = FaceDataset(val_faces)
         else:
             self.train_set = FaceDataset(train_faces, self.augment)
             val_set = FaceDataset(val_faces)
@@ -218,6 +229,10 @@ class Trainer:
     def train_loader(self):
         """Loader whose order depends only on (seed, epoch), so a resumed run repeats it."""
         seed = self.config.get('seed', 0) + self.epoch
+        if isinstance(self.train_set, DeviceFaceBatches):
+            if self.distributed:
+                raise ValueError('train.data_on_device is for one device, not distributed training')
+            return self.train_set.epoch(seed)
         if self.distributed:
             sampler = DistributedSampler(self.train_set, shuffle=True, seed=self.config.get('seed', 0))
             sampler.set_epoch(self.epoch)

@@ -18,6 +18,7 @@ Copyright The MediaPipe Authors), read from the installed mediapipe wheel.
 """
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,11 @@ MIN_PRESENCE = 0.5  # face-presence score of the mesh, below which MediaPipe dro
 
 
 def mediapipe_model_dir() -> Path:
+    """The ``modules`` folder of the installed mediapipe wheel (face detection and face landmark graphs),
+    or ``$FER_ROS_MEDIAPIPE_MODULES``: a copy of it on a machine without mediapipe (a GPU server on numpy 2)."""
+    override = os.environ.get('FER_ROS_MEDIAPIPE_MODULES')
+    if override:
+        return Path(override)
     import mediapipe
     return Path(mediapipe.__file__).resolve().parent / 'modules'
 
