@@ -17,11 +17,13 @@ export PYTHONPATH=/tmp/site:$PWD
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c 'import sys, torch, numpy, cv2; print(sys.version.split()[0], torch.__version__, numpy.__version__, cv2.__version__)'
   nproc; } 2>&1 | tee "$RESULTS/env.txt"
-timeout "${BENCH_TIMEOUT:-150}" python3 benchmarks/bench_gpu_pipeline.py --device cuda --photo .gpu/single_face.jpg \
-  --seconds 1.5 --json "$OUT/gpu_pipeline.json" > "$OUT/gpu_pipeline.txt" 2>&1
-tail -8 "$OUT/gpu_pipeline.txt"
+if [ "${BENCH:-1}" = 1 ]; then
+  timeout 150 python3 benchmarks/bench_gpu_pipeline.py --device cuda --photo .gpu/single_face.jpg \
+    --seconds 1.5 --json "$OUT/gpu_pipeline.json" > "$OUT/gpu_pipeline.txt" 2>&1
+  tail -8 "$OUT/gpu_pipeline.txt"
+fi
 timeout "${TRAIN_TIMEOUT:-470}" python3 scripts/gpu_session.py --packed .gpu/fer2013_faces.npz.xz --out "$RUNS" \
-  --budget "${TRAIN_BUDGET:-400}" > "$RESULTS/train.log" 2>&1
+  --budget "${TRAIN_BUDGET:-400}" --seeds ${SEEDS:-0 1} > "$RESULTS/train.log" 2>&1
 grep -v '^epoch=' "$RESULTS/train.log" | grep -iv warning | tail -20
 for run in "$RUNS"/*/; do
   name=$(basename "$run")

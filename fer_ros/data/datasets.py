@@ -117,12 +117,14 @@ def load_samples(kind, path, split='train', class_names=None):
 
 @dataclass
 class PreparedFaces:
-    """Aligned crops uint8 [N, S, S], landmarks float32 [N, 468, 3], found bool [N], labels [N]."""
+    """Aligned crops uint8 [N, S, S], landmarks float32 [N, 468, 3], found bool [N], labels [N];
+    optionally teacher probabilities float32 [N, C] for distillation."""
     images: np.ndarray
     landmarks: np.ndarray
     found: np.ndarray
     labels: np.ndarray
     class_names: tuple
+    teacher: Optional[np.ndarray] = None
 
 
 def prepare_face(image, landmarks, found, input_size=48):
@@ -160,9 +162,12 @@ class FaceDataset(Dataset):
         image, landmarks = self.faces.images[index], self.faces.landmarks[index]
         if self.augment is not None:
             image, landmarks = self.augment(image, landmarks)
-        return {
+        item = {
             'image': torch.from_numpy(image.astype(np.float32) / 255.0)[None],
             'landmarks': torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32)),
             'landmark_mask': torch.tensor(bool(self.faces.found[index])),
             'label': torch.tensor(int(self.faces.labels[index])),
         }
+        if self.faces.teacher is not None:
+            item['teacher'] = torch.from_numpy(self.faces.teacher[index])
+        return item

@@ -167,12 +167,15 @@ class CachedFeatureDataset(Dataset):
             landmarks = hflip_landmarks(landmarks, self.crop_size)
         if self.augment is not None:
             features, landmarks = self.augment.shift(features, landmarks)
-        return {
+        item = {
             'image': features,
             'landmarks': torch.from_numpy(np.ascontiguousarray(landmarks, dtype=np.float32)),
             'landmark_mask': torch.tensor(bool(self.faces.found[index])),
             'label': torch.tensor(int(self.faces.labels[index])),
         }
+        if self.faces.teacher is not None:
+            item['teacher'] = torch.from_numpy(self.faces.teacher[index])
+        return item
 
 
 def cached_features(cache, faces, augmentations, log=print):

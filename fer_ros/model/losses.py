@@ -11,6 +11,9 @@ Terms (see docs/model_design.md):
 * ``fgsm``: focal loss on FGSM examples of the batch (adversarial training).
 * ``reconstruction``: MSE between a model's reconstruction of the face image
   and the image (PCNN's second loss phase).
+* ``distill``: knowledge distillation (Hinton et al. 2015) from teacher
+  probabilities of each training image (``data.teacher_probs``):
+  ``T^2 KL(teacher_T || student_T)`` at temperature ``distill_temperature``.
 
 ``label_smoothing`` eps mixes a uniform target into the classification term:
 ``(1 - eps) * focal + eps * mean_c(-log p_c)``; with ``focal_gamma: 0`` this is
@@ -91,7 +94,14 @@ def generator_adversarial_loss(discriminator, generated_landmarks):
     return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
 
 
-LOSS_TERMS = ('focal', 'geometry', 'adversarial', 'fgsm', 'reconstruction')
+LOSS_TERMS = ('focal', 'geometry', 'adversarial', 'fgsm', 'reconstruction', 'distill')
+
+
+def distillation_loss(logits, teacher_probabilities, temperature):
+    """T^2 KL(teacher_T || student_T); the teacher is given as probabilities, softened as exp(log p / T)."""
+    teacher = torch.softmax(torch.log(teacher_probabilities.float().clamp_min(1e-8)) / temperature, dim=1)
+    student = torch.log_softmax(logits.float() / temperature, dim=1)
+    return F.kl_div(student, teacher, reduction='batchmean') * temperature ** 2
 
 
 @dataclass
@@ -104,6 +114,7 @@ class LossConfig:
     fgsm_eps: float = 2 / 255
     label_smoothing: float = 0.0
     alpha_clip: tuple | None = None
+    distill_temperature: float = 2.0
 
     @classmethod
     def from_dict(cls, values):
@@ -131,13 +142,15 @@ class TrainingObjective(nn.Module):
                                                                           config.alpha_clip)
         self.focal = FocalLoss(alpha, config.focal_gamma, config.label_smoothing)
 
-    def forward(self, model, images, landmarks, targets, landmark_mask=None, discriminator=None, attack_model=None):
+    def forward(self, model, images, landmarks, targets, landmark_mask=None, discriminator=None, attack_model=None,
+                teacher=None):
         """Returns (total loss, {term: detached value}, model output on the clean batch).
 
         attack_model (default model) crafts the FGSM images; under DDP pass
         the unwrapped module so the attack's input-only gradient skips DDP's reducer.
         A model with ``input_bounds`` (None: unbounded, e.g. cached feature
-        maps) bounds its FGSM inputs by them instead of [0, 1].
+        maps) bounds its FGSM inputs by them instead of [0, 1]. ``teacher``: teacher probabilities [B, C]
+        for the ``distill`` term.
         """
         cfg = self.config
         output = model(images, landmarks)
@@ -150,6 +163,10 @@ class TrainingObjective(nn.Module):
             terms['geometry'] = geometric_constraint_loss(output.landmarks, landmarks, landmark_mask)
         if cfg.weight('adversarial') and discriminator is not None and output.landmarks is not None:
             terms['adversarial'] = generator_adversarial_loss(discriminator, output.landmarks)
+        if cfg.weight('distill'):
+            if teacher is None:
+                raise ValueError('the distill loss needs teacher probabilities: set data.teacher_probs')
+            terms['distill'] = distillation_loss(output.logits, teacher, cfg.distill_temperature)
         if cfg.weight('reconstruction'):
             if getattr(output, 'reconstruction', None) is None:
                 raise ValueError('reconstruction loss needs a model that reconstructs the face (PCNN)')

@@ -28,6 +28,7 @@ class DeviceFaceBatches:
         self.landmarks = torch.from_numpy(np.ascontiguousarray(faces.landmarks, np.float32)).to(self.device)
         self.found = torch.from_numpy(np.asarray(faces.found, bool)).to(self.device)
         self.labels = torch.from_numpy(np.asarray(faces.labels, np.int64)).to(self.device)
+        self.teacher = None if faces.teacher is None else torch.from_numpy(faces.teacher).to(self.device)
         self.mirror = torch.as_tensor(MIRROR, device=self.device)
         self.augment = augment
         self.batch_size = batch_size
@@ -45,8 +46,11 @@ class DeviceFaceBatches:
             landmarks = self.landmarks[index]
             if self.augment is not None:
                 images, landmarks = self.augmented(images, landmarks, generator)
-            yield {'image': images, 'landmarks': landmarks, 'landmark_mask': self.found[index],
-                   'label': self.labels[index]}
+            batch = {'image': images, 'landmarks': landmarks, 'landmark_mask': self.found[index],
+                     'label': self.labels[index]}
+            if self.teacher is not None:
+                batch['teacher'] = self.teacher[index]
+            yield batch
 
     def augmented(self, images, landmarks, generator):
         """(images [B, 1, S, S], landmarks [B, N, 3]) flipped, warped and erased at random."""

@@ -37,6 +37,7 @@ from fer_ros.model.inference import resolve_device
 from fer_ros.model.losses import LossConfig, TrainingObjective, discriminator_loss
 from fer_ros.training import console_script
 from fer_ros.training.device_batches import DeviceFaceBatches
+from fer_ros.training.distill import teacher_probabilities
 from fer_ros.training.evaluate import classification_report, predict_loader
 
 STOCHASTIC_REGULARIZERS = (nn.Dropout, StochasticDepth)
@@ -113,6 +114,8 @@ def load_data(data_config, model_config, seed):
     """(train PreparedFaces, val PreparedFaces) as the config describes; fills the landmark cache."""
     kind, path = data_config['kind'], data_config['path']
     if kind == 'packed':
+        if data_config.get('teacher_probs'):
+            raise ValueError('data.teacher_probs needs the dataset itself (teachers are matched by image file)')
         if model_config.needs_landmarks:
             raise ValueError('packed faces hold no landmarks: use a model without them '
                              '(use_gcn: false, landmark_head: false) or the dataset with its landmark cache')
@@ -133,7 +136,11 @@ def load_data(data_config, model_config, seed):
     elif model_config.needs_landmarks:
         raise ValueError('this model config uses landmarks: set data.landmark_cache')
     size = model_config.input_size
-    return prepare_faces(train, cache, size), prepare_faces(val, cache, size)
+    train_faces = prepare_faces(train, cache, size)
+    if data_config.get('teacher_probs'):
+        train_faces.teacher = teacher_probabilities(data_config['teacher_probs'], train.images, train.class_names,
+                                                    data_config.get('teacher_models'))
+    return train_faces, prepare_faces(val, cache, size)
 
 
 def lr_schedule(optimizer, epochs, warmup_epochs):
@@ -263,9 +270,11 @@ class Trainer:
             landmarks = batch['landmarks'].to(self.device, non_blocking=True)
             mask = batch['landmark_mask'].to(self.device)
             labels = batch['label'].to(self.device)
+            teacher = batch['teacher'].to(self.device) if 'teacher' in batch else None
             with torch.autocast(self.device.type, enabled=self.amp):
                 loss, terms, output = self.objective(self.train_model, images, landmarks, labels, mask,
-                                                     self.discriminator, attack_model=self.fit_model)
+                                                     self.discriminator, attack_model=self.fit_model,
+                                                     teacher=teacher)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
