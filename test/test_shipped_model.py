@@ -17,7 +17,8 @@ from fer_ros.vision.face_mesh import FaceMeshDetector
 from node_harness import running_emotion_node
 
 MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
-SHIPPED_MODELS = {DEFAULT_MODEL: 'cnn_se_gcn_facemesh', 'pcnn_fer2013': 'pcnn', 'efficientnet_b2_fer2013': 'efficientnet_b2'}
+SHIPPED_MODELS = {DEFAULT_MODEL: 'cnn_se_gcn_facemesh', 'cnn_se_fer2013': 'cnn_se_gcn', 'pcnn_fer2013': 'pcnn',
+                  'efficientnet_b2_fer2013': 'efficientnet_b2'}
 
 
 @pytest.fixture(scope='module')
