@@ -67,14 +67,12 @@ def _pixel_grid(size: int, device) -> torch.Tensor:
     return torch.stack([u, v], dim=-1)
 
 
-def _sample(image: torch.Tensor, points: torch.Tensor, padding_mode: str) -> torch.Tensor:
-    """Bilinear samples of image [C, H, W] at points [N, h, w, 2] (OpenCV pixel coordinates: pixel j's
+def _sample(images: torch.Tensor, points: torch.Tensor, padding_mode: str) -> torch.Tensor:
+    """Bilinear samples of images [N, C, H, W] at points [N, h, w, 2] (OpenCV pixel coordinates: pixel j's
     centre at j) -> [N, C, h, w]."""
-    height, width = image.shape[-2:]
+    height, width = images.shape[-2:]
     grid = torch.stack([(2 * points[..., 0] + 1) / width - 1, (2 * points[..., 1] + 1) / height - 1], dim=-1)
-    batch = grid.shape[0]
-    return F.grid_sample(image.expand(batch, -1, -1, -1), grid, mode='bilinear', padding_mode=padding_mode,
-                         align_corners=False)
+    return F.grid_sample(images, grid, mode='bilinear', padding_mode=padding_mode, align_corners=False)
 
 
 def weighted_nms(boxes, keypoints, scores, iou_threshold=NMS_IOU, limit=None):
@@ -126,21 +124,31 @@ class TorchFaceMesh:
 
     @torch.no_grad()
     def detect_batch(self, images_bgr: list[np.ndarray]) -> list[list[DetectedFace]]:
-        """Faces of every frame (BGR uint8 arrays of any sizes)."""
+        """Faces of every frame (BGR uint8 arrays of any sizes).
+
+        Frames of one size go to the device in one copy and are letterboxed and
+        cropped together; the detector's non-maximum suppression runs on the
+        CPU, so a GPU is waited on twice per batch rather than per frame.
+        """
         if not images_bgr:
             return []
-        frames = [torch.from_numpy(np.ascontiguousarray(image[..., ::-1])).to(self.device).permute(2, 0, 1).float()
-                  / 255.0 for image in images_bgr]
-        rois = self._detect_rois(frames)  # per frame: [F, 4] (cx, cy, side, angle) in pixels
-        crops, owners = [], []
-        for index, (frame, frame_rois) in enumerate(zip(frames, rois)):
-            if len(frame_rois):
-                crops.append(_sample(frame, self._roi_points(frame_rois, MESH_SIZE), 'border'))
-                owners += [index] * len(frame_rois)
-        results = [[] for _ in frames]
+        groups = self._frame_groups(images_bgr)
+        rois = self._detect_rois(groups, len(images_bgr))  # per frame: [F, 4] (cx, cy, side, angle), CPU
+        crops, owners, cropped_rois = [], [], []
+        for indices, frames in groups:
+            faces = [(row, rois[index]) for row, index in enumerate(indices) if len(rois[index])]
+            if not faces:
+                continue
+            group_rois = torch.cat([frame_rois for _, frame_rois in faces]).to(self.device)
+            rows = torch.tensor([row for row, frame_rois in faces for _ in range(len(frame_rois))],
+                                device=self.device)
+            crops.append(_sample(frames[rows], self._roi_points(group_rois, MESH_SIZE), 'border'))
+            owners += [indices[row] for row, frame_rois in faces for _ in range(len(frame_rois))]
+            cropped_rois.append(group_rois)
+        results = [[] for _ in images_bgr]
         if not crops:
             return results
-        all_rois = torch.cat([r for r in rois if len(r)])
+        all_rois = torch.cat(cropped_rois)
         outputs = self.mesh(torch.cat(crops).permute(0, 2, 3, 1))
         raw = outputs[self._mesh_outputs[0]].reshape(-1, NUM_LANDMARKS, 3) / MESH_SIZE
         points = self._project(raw, all_rois).cpu().numpy()
@@ -154,17 +162,29 @@ class TorchFaceMesh:
                 results[owner].append(DetectedFace(face_points.astype(np.float32), box))
         return results
 
-    def _detect_rois(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
-        inputs, scales, offsets = [], [], []
-        for frame in frames:
-            height, width = frame.shape[-2:]
+    def _frame_groups(self, images_bgr: list[np.ndarray]) -> list[tuple[list[int], torch.Tensor]]:
+        """(frame indices, RGB frames [G, 3, H, W] in [0, 1] on the device) per frame size."""
+        by_shape = {}
+        for index, image in enumerate(images_bgr):
+            by_shape.setdefault(image.shape, []).append(index)
+        groups = []
+        for indices in by_shape.values():
+            stacked = torch.from_numpy(np.stack([images_bgr[index] for index in indices])).to(self.device)
+            groups.append((indices, stacked.flip(-1).permute(0, 3, 1, 2).float() / 255.0))
+        return groups
+
+    def _detect_rois(self, groups, count: int) -> list[torch.Tensor]:
+        """ROIs [F, 4] on the CPU of each of ``count`` frames, from their groups (see _frame_groups)."""
+        inputs, order, scales, offsets = [], [], [], []
+        for indices, frames in groups:
+            height, width = frames.shape[-2:]
             scale = max(width, height) / DETECTOR_SIZE  # image pixels per detector pixel
-            offset = torch.tensor([(width - DETECTOR_SIZE * scale) / 2, (height - DETECTOR_SIZE * scale) / 2],
-                                  device=self.device)
-            grid = _pixel_grid(DETECTOR_SIZE, self.device) * DETECTOR_SIZE * scale + offset
-            inputs.append(_sample(frame, grid[None], 'zeros'))
-            scales.append(scale)
-            offsets.append(offset)
+            offset = torch.tensor([(width - DETECTOR_SIZE * scale) / 2, (height - DETECTOR_SIZE * scale) / 2])
+            grid = _pixel_grid(DETECTOR_SIZE, self.device) * DETECTOR_SIZE * scale + offset.to(self.device)
+            inputs.append(_sample(frames, grid.expand(len(indices), -1, -1, -1), 'zeros'))
+            order += indices
+            scales += [scale] * len(indices)
+            offsets += [offset] * len(indices)
         batch = torch.cat(inputs) * 2 - 1  # letterbox padding becomes -1 (black), as in MediaPipe
         outputs = self.detector(batch.permute(0, 2, 3, 1))
         regressors, logits = outputs[self._detector_outputs[0]], outputs[self._detector_outputs[1]][..., 0]
@@ -174,16 +194,17 @@ class TorchFaceMesh:
         sizes = regressors[..., 2:4] / DETECTOR_SIZE
         boxes = torch.cat([centres - sizes / 2, centres + sizes / 2], dim=-1)
         keypoints = regressors[..., 4:16].reshape(*regressors.shape[:2], 6, 2) / DETECTOR_SIZE + anchors[:, :, None]
-        rois = []
-        for index, (scale, offset) in enumerate(zip(scales, offsets)):
-            candidates = scores[index] >= self.min_score
-            frame_boxes, frame_keypoints, _ = weighted_nms(boxes[index][candidates], keypoints[index][candidates],
-                                                           scores[index][candidates], limit=self.max_faces)
+        scores, boxes, keypoints = scores.cpu(), boxes.cpu(), keypoints.cpu()
+        rois = [None] * count
+        for row, (index, scale, offset) in enumerate(zip(order, scales, offsets)):
+            candidates = scores[row] >= self.min_score
+            frame_boxes, frame_keypoints, _ = weighted_nms(boxes[row][candidates], keypoints[row][candidates],
+                                                           scores[row][candidates], limit=self.max_faces)
             # Detector square -> image pixels.
             to_pixels = DETECTOR_SIZE * scale
             frame_boxes = frame_boxes * to_pixels + offset.repeat(2)
             frame_keypoints = frame_keypoints * to_pixels + offset
-            rois.append(self._rois_from_detections(frame_boxes, frame_keypoints))
+            rois[index] = self._rois_from_detections(frame_boxes, frame_keypoints)
         return rois
 
     @staticmethod
