@@ -117,6 +117,7 @@ setup(
         'fer-ablation = fer_ros.training.ablation:cli',
         'fer-compare = fer_ros.training.compare:cli',
         'fer-landmarks = fer_ros.data.landmarks:main',
+        'fer-pack-faces = fer_ros.data.packed:main',
         'fer-export = fer_ros.model.export:main',
         'fer-make-bag = fer_ros.bag.make:main',
         'fer-bag-eval = fer_ros.bag.evaluate:main',
