@@ -44,7 +44,8 @@ def headless_chromium(width: int = 1280, height: int = 1080):
     try:
         return webdriver.Chrome(options=options, service=Service(executable_path=driver))
     except Exception as error:  # selenium's WebDriverException and OSError alike: the browser did not start
-        raise BrowserUnavailable(f'headless Chromium did not start: {error}') from None
+        reason = ' '.join(str(error).split('Stacktrace:')[0].split())
+        raise BrowserUnavailable(f'headless Chromium ({chromium}) did not start: {reason}') from None
 
 
 def console_errors(driver) -> list[str]:
