@@ -100,14 +100,17 @@ class ClientChannel:
 
     async def send_forever(self) -> None:
         """Send what is pushed, in order, until the connection closes."""
-        while not self.ws.closed:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._events:
-                await self.ws.send_str(self._events.popleft())
-            if self._image is not None:
-                image, self._image = self._image, None
-                await self.ws.send_bytes(image)
+        try:
+            while not self.ws.closed:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._events:
+                    await self.ws.send_str(self._events.popleft())
+                if self._image is not None:
+                    image, self._image = self._image, None
+                    await self.ws.send_bytes(image)
+        except ConnectionError:  # the page went away between two messages
+            pass
 
 
 class WebViewServer:
