@@ -1,11 +1,11 @@
 """The emotion node's processing rate with no page and with N page-like clients of the web view.
 
 Runs ``fer-run --source VIDEO --web`` (the video loops at its own 30 Hz, more than the node can take
-on a small CPU, so the node runs flat out and any CPU the web view takes shows in its rate),
-then alternates windows without and with N clients (``python -m fer_ros.web.clients``: they fetch
-the page, open the WebSocket and read everything, as the page does, without drawing), and prints
-the node's rate (results on /emotion per second) and the CPU of the emotion node, the web view and
-the clients in each.
+on a small CPU, so the node runs flat out and any CPU the web view takes shows in its rate), then
+windows without and with N clients (``python -m fer_ros.web.clients``: they fetch the page, open the
+WebSocket and read everything, as the page does, without drawing) in pairs whose order alternates,
+and prints the node's rate (results on /emotion per second) and the CPU of the emotion node, the web
+view and the clients in each.
 
   PYTHONPATH=. .venv/bin/python benchmarks/bench_web_view.py                    # 20 clients, 5 x 10 s each
   PYTHONPATH=. .venv/bin/python benchmarks/bench_web_view.py --clients 50 --pairs 3 --json reports/web.json
@@ -110,14 +110,15 @@ def main(argv=None) -> int:
         command += ['--web-param', param]
     pipeline = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     context = rclpy.Context()
-    rclpy.init(context=context)
+    rclpy.init(args=[], context=context)
     node = rclpy.create_node('bench_web_view', context=context)
     arrivals: list[float] = []
     node.create_subscription(EmotionArray, '/emotion', lambda _: arrivals.append(time.monotonic()),
                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    threading.Thread(target=executor.spin, daemon=True).start()
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
     clients = None
     try:
         wait_for_results(url, pipeline)
@@ -127,10 +128,12 @@ def main(argv=None) -> int:
         processes = node_processes(pipeline)
         phases = {'no page': Phase(), f'{args.clients} clients': Phase()}
         received = []
-        for _ in range(args.pairs):
-            for name, phase in phases.items():
+        for pair in range(args.pairs):
+            order = list(phases) if pair % 2 == 0 else list(phases)[::-1]  # ABBA: load drift falls on both
+            for name in order:
+                with_clients = name != 'no page'
                 watched = dict(processes)
-                if phase is not phases['no page']:
+                if with_clients:
                     clients.stdin.write('open\n')
                     clients.stdin.flush()
                     clients.stdout.readline()
@@ -138,11 +141,12 @@ def main(argv=None) -> int:
                 before, start = cpu_seconds(watched), time.monotonic()
                 time.sleep(args.window)
                 end, after = time.monotonic(), cpu_seconds(watched)
-                phase.add(sum(start <= t < end for t in arrivals), end - start,
-                          {key: after[key] - before[key] for key in watched})
-            clients.stdin.write('close\n')
-            clients.stdin.flush()
-            received += json.loads(clients.stdout.readline())
+                phases[name].add(sum(start <= t < end for t in arrivals), end - start,
+                                 {key: after[key] - before[key] for key in watched})
+                if with_clients:
+                    clients.stdin.write('close\n')
+                    clients.stdin.flush()
+                    received += json.loads(clients.stdout.readline())
     finally:
         if clients is not None:
             clients.stdin.close()
@@ -150,6 +154,7 @@ def main(argv=None) -> int:
         pipeline.send_signal(signal.SIGINT)
         pipeline.wait(timeout=60)
         executor.shutdown()
+        spinner.join(timeout=10)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
 

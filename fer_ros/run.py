@@ -32,7 +32,6 @@ STARTUP_TIMEOUT_S = 120.0
 DRAIN_LIMIT_S = 60.0
 DIAGNOSTICS_WAIT_S = 1.2  # a little over the default diagnostics_period
 RESULTS_TOPIC = '/emotion'
-ANNOTATED_TOPIC = '/emotion/image_annotated'  # what the web view shows
 # The emotion node's frame counters in its /diagnostics status, as fer-run reports them.
 FRAME_COUNTERS = {'frames received': 'received', 'frames processed': 'answered',
                   'frames skipped (newer frame arrived)': 'skipped (a newer frame came first)',
@@ -187,8 +186,8 @@ def run_source(args, params_file: Path, image_topic: str, remaps: list[str],
         subscribers = {image_topic: 'emotion_node'}
         if args.echo:
             subscribers[RESULTS_TOPIC] = 'emotion_echo'
-        if args.web:
-            subscribers[ANNOTATED_TOPIC] = 'web_view'
+        if args.web:  # /diagnostics is its last subscription, whatever its topic parameters say
+            subscribers['/diagnostics'] = 'web_view'
         if not monitor.wait_for_subscribers(subscribers, processes, STARTUP_TIMEOUT_S):
             print('fer-run: the nodes did not come up', file=sys.stderr)
             return processes[0].poll() or 1

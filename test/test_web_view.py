@@ -116,6 +116,7 @@ class Listener:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join(timeout=10)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 

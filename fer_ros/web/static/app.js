@@ -2,6 +2,7 @@
 // reply, error) and binary camera frames (4-byte length, JSON metadata, JPEG). No libraries, no build step.
 
 const SVG = 'http://www.w3.org/2000/svg';
+const MODELS_RETRY_MS = 2000;
 const $ = (id) => document.getElementById(id);
 
 const view = {
@@ -18,6 +19,7 @@ const view = {
   frames: 0,
   imageUrl: null,
   nextId: 1,
+  modelsPending: false,   // list_models failed: retrying
 };
 
 function stampText(stamp) {
@@ -94,6 +96,10 @@ function onHello(hello) {
 }
 
 function onModels(models) {
+  if (view.modelsPending) {  // the last message was why there was no list yet
+    view.modelsPending = false;
+    showControlMessage('', '');
+  }
   const select = $('model-select');
   select.replaceChildren(...models.available_models.map((name) => new Option(name, name, false,
     name === models.active_model)));
@@ -120,6 +126,10 @@ function onReply(reply) {
 
 function onError(error) {
   showControlMessage('error', error.error);
+  if (error.request === 'list_models') {  // the emotion node is not (yet) there: ask again
+    view.modelsPending = true;
+    setTimeout(() => send({type: 'list_models'}), MODELS_RETRY_MS);
+  }
 }
 
 function showSelfCheck(rows) {
