@@ -8,7 +8,6 @@ const $ = (id) => document.getElementById(id);
 const view = {
   ws: null,
   retryMs: 1000,
-  allowControl: false,
   traceSeconds: 30,
   circumplex: {},
   traces: new Map(),      // face_id -> [[stamp, valence, arousal], ...]
@@ -82,7 +81,6 @@ function onMessage(message) {
 // -- hello and control ------------------------------------------------------------------------------
 
 function onHello(hello) {
-  view.allowControl = hello.allow_control;
   view.traceSeconds = hello.trace_seconds;
   view.circumplex = hello.circumplex;
   const note = $('control-note');
