@@ -102,7 +102,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=[PACKAGE, f'{PACKAGE}.*']),
-    package_data={PACKAGE: ['weights/*.safetensors', 'weights/*.json', 'weights/*.md']},
+    package_data={PACKAGE: ['weights/*.safetensors', 'weights/*.json', 'weights/*.md', 'web/static/*']},
     distclass=BinaryDistribution,
     cmdclass={'build_py': BuildWithInterfaces},
     entry_points={'console_scripts': [
@@ -111,6 +111,7 @@ setup(
         'fer-hri-expression-node = fer_ros.nodes.hri_expression_node:main',
         'fer-camera-source = fer_ros.nodes.camera_source:main',
         'fer-emotion-echo = fer_ros.nodes.emotion_echo:main',
+        'fer-web = fer_ros.nodes.web_view:main',
         'fer-train = fer_ros.training.train:cli',
         'fer-eval = fer_ros.training.evaluate:cli',
         'fer-kfold = fer_ros.training.kfold:cli',

@@ -5,10 +5,12 @@ the same YAML as launch/emotion.launch.py, each in its own process:
 
   fer-run --source video.mp4 --echo     # whole pipeline on a video, ends with it
   fer-run --image-topic /camera/image_raw
+  fer-run --source video.mp4 --web      # live web view on http://127.0.0.1:8080/, until Ctrl-C
 
 With --source, the camera_source starts once the emotion node subscribes, and
 everything stops when the source is exhausted and the emotion node has been
-quiet for --drain seconds.
+quiet for --drain seconds. With --web, a web_view node serves the live page,
+a file or folder source plays again and again, and fer-run runs until Ctrl-C.
 """
 
 import argparse
@@ -21,6 +23,7 @@ from pathlib import Path
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 
 from fer_ros.msg import EmotionArray
 from fer_ros.resources import share_file
@@ -53,7 +56,31 @@ def parse_args(argv=None):
                         help='after the source ends, stop once no result has come for this many seconds')
     parser.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                         help='extra emotion_node parameter (repeatable)')
-    return parser.parse_args(argv)
+    web = parser.add_argument_group('live web view (web_view node)')
+    web.add_argument('--web', action='store_true',
+                     help='serve the live web view (turns publish_annotated on; the source loops; runs until Ctrl-C)')
+    web.add_argument('--web-port', type=int, help='port of the page (default: the params file\'s, 8080)')
+    web.add_argument('--allow-control', action='store_true',
+                     help='let the page switch models and run self-checks (anyone who can reach the port could)')
+    web.add_argument('--foxglove', action='store_true', help='also serve the live Foxglove WebSocket server')
+    web.add_argument('--web-param', action='append', default=[], metavar='NAME:=VALUE',
+                     help='extra web_view parameter (repeatable), e.g. host:=0.0.0.0 or foxglove_port:=8766')
+    args = parser.parse_args(argv)
+    if not args.web and (args.web_port is not None or args.allow_control or args.foxglove or args.web_param):
+        parser.error('--web-port, --allow-control, --foxglove and --web-param need --web')
+    return args
+
+
+def web_view_params(args) -> list[str]:
+    """The web_view parameters fer-run's options ask for."""
+    params = []
+    if args.web_port is not None:
+        params.append(f'port:={args.web_port}')
+    if args.allow_control:
+        params.append('allow_control:=true')
+    if args.foxglove:
+        params.append('foxglove:=true')
+    return params + list(args.web_param)
 
 
 def node_command(module: str, params_file: Path, params: list[str], remaps: list[str]) -> list[str]:
@@ -80,7 +107,9 @@ class PipelineMonitor:
 
     def __init__(self):
         self._context = rclpy.Context()
-        rclpy.init(args=[], context=self._context)
+        # Ctrl-C stays a KeyboardInterrupt here (main stops the nodes), instead of rclpy shutting this
+        # context down under a spinning executor.
+        rclpy.init(args=[], context=self._context, signal_handler_options=SignalHandlerOptions.NO)
         self._node = rclpy.create_node('fer_run', context=self._context)
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self._node)
@@ -157,11 +186,13 @@ def run_source(args, params_file: Path, image_topic: str, remaps: list[str],
         subscribers = {image_topic: 'emotion_node'}
         if args.echo:
             subscribers[RESULTS_TOPIC] = 'emotion_echo'
+        if args.web:  # /diagnostics is its last subscription, whatever its topic parameters say
+            subscribers['/diagnostics'] = 'web_view'
         if not monitor.wait_for_subscribers(subscribers, processes, STARTUP_TIMEOUT_S):
             print('fer-run: the nodes did not come up', file=sys.stderr)
             return processes[0].poll() or 1
-        source = subprocess.Popen(node_command(
-            'camera_source', params_file, [f'source:={args.source}', 'wait_for_subscriber:=true'], remaps))
+        source_params = [f'source:={args.source}', 'wait_for_subscriber:=true'] + (['loop:=true'] if args.web else [])
+        source = subprocess.Popen(node_command('camera_source', params_file, source_params, remaps))
         processes.append(source)
         source_status = monitor.wait_for_exit(source)
         monitor.wait_until_quiet(args.drain)
@@ -175,6 +206,9 @@ def run_source(args, params_file: Path, image_topic: str, remaps: list[str],
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # SIGINT (Ctrl-C, or a supervisor's stop) ends fer-run and its nodes, even when a shell started it
+    # in the background with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     params_file = args.params_file or default_params_file()
     if not params_file.is_file():
         print(f'fer-run: params file {params_file} not found', file=sys.stderr)
@@ -188,7 +222,7 @@ def main(argv=None) -> int:
         overrides.append(f'model:={args.model}')
     if args.device:
         overrides.append(f'device:={args.device}')
-    if args.publish_annotated:
+    if args.publish_annotated or args.web:
         overrides.append('publish_annotated:=true')
     if args.source is not None:  # our camera_source is reliable: every frame reaches the node or is counted
         overrides.insert(0, 'reliable:=true')
@@ -198,6 +232,8 @@ def main(argv=None) -> int:
     try:
         if args.echo:
             processes.append(subprocess.Popen(node_command('emotion_echo', params_file, [], [])))
+        if args.web:
+            processes.append(subprocess.Popen(node_command('web_view', params_file, web_view_params(args), [])))
         if args.source is None:
             return processes[0].wait()
         return run_source(args, params_file, image_topic, remaps, processes)

@@ -1,7 +1,8 @@
-"""Start the fer_ros emotion node, and optionally a camera_source for a video or folder.
+"""Start the fer_ros emotion node, and optionally a camera_source for a video or folder and the web view.
 
   ros2 launch fer_ros emotion.launch.py image_topic:=/camera/color/image_raw
   ros2 launch fer_ros emotion.launch.py source:=/path/to/video.mp4 publish_annotated:=true
+  ros2 launch fer_ros emotion.launch.py web:=true    # live page on http://127.0.0.1:8080/ (web_view in the params file)
 """
 
 import os
@@ -33,6 +34,9 @@ def generate_launch_description():
         DeclareLaunchArgument('autostart', default_value='true',
                               description='bring the emotion node to active (false: leave it unconfigured for '
                                           'a lifecycle manager)'),
+        DeclareLaunchArgument('web', default_value='false',
+                              description='start the web_view node (live page; its host, port and allow_control '
+                                          'come from the params file) and publish the annotated image it shows'),
     ]
     params_file = LaunchConfiguration('params_file')
     image_topic = LaunchConfiguration('image_topic')
@@ -42,7 +46,9 @@ def generate_launch_description():
         parameters=[params_file, {
             'model': LaunchConfiguration('model'),
             'device': LaunchConfiguration('device'),
-            'publish_annotated': ParameterValue(LaunchConfiguration('publish_annotated'), value_type=bool),
+            'publish_annotated': ParameterValue(PythonExpression([
+                "'", LaunchConfiguration('publish_annotated'), "' == 'true' or '", LaunchConfiguration('web'),
+                "' == 'true'"]), value_type=bool),
             'autostart': ParameterValue(LaunchConfiguration('autostart'), value_type=bool),
         }],
         remappings=[('image_raw', image_topic)],
@@ -54,4 +60,10 @@ def generate_launch_description():
         remappings=[('image_raw', image_topic)],
         condition=IfCondition(PythonExpression(["'", LaunchConfiguration('source'), "' != ''"])),
     )
-    return LaunchDescription(arguments + [emotion_node, camera_source])
+    web_view = Node(
+        package='fer_ros', executable='web_view', name='web_view', output='screen',
+        namespace=LaunchConfiguration('namespace'),
+        parameters=[params_file],
+        condition=IfCondition(LaunchConfiguration('web')),
+    )
+    return LaunchDescription(arguments + [emotion_node, camera_source, web_view])

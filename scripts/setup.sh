@@ -65,4 +65,20 @@ else
   log "sample media present"
 fi
 
+# 4. Headless Chromium for the browser tests and fer-web --screenshot: Debian's chromium and
+#    chromium-driver, installed only when missing and apt-get is usable (root, or sudo without a
+#    password). Nothing downloads a browser; without one the browser tests skip and say why.
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+  log "chromium present"
+elif command -v apt-get >/dev/null && { [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; }; then
+  log "installing chromium and chromium-driver (apt-get)"
+  as_root=$([ "$(id -u)" -eq 0 ] || echo "sudo -n")
+  if ! { $as_root apt-get update -qq && \
+         $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+    log "could not install chromium: the browser tests will skip"
+  fi
+else
+  log "no chromium and no usable apt-get: the browser tests will skip (install chromium and chromium-driver)"
+fi
+
 log "ready: $VENV ($(du -sh "$VENV" | cut -f1))"

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from fer_ros.run import parse_args, web_view_params
 from model_fixtures import write_tiny_model
 
 
@@ -35,3 +36,12 @@ def test_fer_run_on_a_video_prints_every_result(samples_dir, tmp_path, video, fa
     assert '[emotion_node]: active: serving' in run.stderr
     if faces:
         assert re.search(r'face_\w+ \w+ [01]\.\d\d \(v [+-]\d\.\d\d a [+-]\d\.\d\d\) box', run.stdout)
+
+
+def test_web_options_need_web_and_become_web_view_parameters(capsys):
+    with pytest.raises(SystemExit) as refused:
+        parse_args(['--allow-control'])
+    assert refused.value.code == 2 and 'need --web' in capsys.readouterr().err
+    args = parse_args(['--web', '--web-port', '9000', '--allow-control', '--foxglove', '--web-param', 'host:=0.0.0.0'])
+    assert web_view_params(args) == ['port:=9000', 'allow_control:=true', 'foxglove:=true', 'host:=0.0.0.0']
+    assert web_view_params(parse_args(['--web'])) == []

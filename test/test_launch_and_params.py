@@ -10,7 +10,7 @@ import pytest
 import rclpy
 import yaml
 
-from fer_ros.nodes import camera_source, emotion_node
+from fer_ros.nodes import camera_source, emotion_node, web_view
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = REPO / 'launch' / 'emotion.launch.py'
@@ -28,29 +28,31 @@ def _keywords(call: ast.Call) -> dict:
 
 def test_launch_nodes_are_installed_executables_of_this_package():
     nodes = _launch_calls('Node')
-    assert len(nodes) == 2
+    assert len(nodes) == 3
     for call in nodes:
         keywords = _keywords(call)
         assert ast.literal_eval(keywords['package']) == 'fer_ros'
         executable = REPO / 'bin' / ast.literal_eval(keywords['executable'])
         assert os.access(executable, os.X_OK), f'{executable} missing or not executable'
         module = executable.read_text().split('from ')[1].split(' import')[0]
-        assert module in ('fer_ros.nodes.emotion_node', 'fer_ros.nodes.camera_source')
+        assert module in ('fer_ros.nodes.emotion_node', 'fer_ros.nodes.camera_source', 'fer_ros.nodes.web_view')
 
 
 def test_launch_arguments_default_to_the_node_defaults():
     arguments = {ast.literal_eval(call.args[0]): _keywords(call) for call in _launch_calls('DeclareLaunchArgument')}
     assert set(arguments) == {'params_file', 'image_topic', 'model', 'device', 'publish_annotated', 'source',
-                              'namespace', 'autostart'}
+                              'namespace', 'autostart', 'web'}
     for name in ('model', 'device'):
         assert ast.literal_eval(arguments[name]['default_value']) == emotion_node.PARAMETERS[name][0]
     assert ast.literal_eval(arguments['publish_annotated']['default_value']) == 'false'
+    assert ast.literal_eval(arguments['web']['default_value']) == 'false'
     autostart = emotion_node.PARAMETERS['autostart'][0]
     assert ast.literal_eval(arguments['autostart']['default_value']) == str(autostart).lower()
     assert all('description' in keywords for keywords in arguments.values())
 
 
-@pytest.mark.parametrize('node_name, module', [('emotion_node', emotion_node), ('camera_source', camera_source)])
+@pytest.mark.parametrize('node_name, module', [('emotion_node', emotion_node), ('camera_source', camera_source),
+                                               ('web_view', web_view)])
 def test_params_file_lists_every_parameter_with_its_default(node_name, module):
     params = yaml.safe_load((REPO / 'config' / 'emotion.yaml').read_text())[f'/**/{node_name}']['ros__parameters']
     assert set(params) == set(module.PARAMETERS)
@@ -58,9 +60,10 @@ def test_params_file_lists_every_parameter_with_its_default(node_name, module):
         assert params[name] == default, name
 
 
-def test_readme_documents_every_emotion_node_parameter():
+@pytest.mark.parametrize('module', [emotion_node, web_view])
+def test_readme_documents_every_node_parameter(module):
     readme = (REPO / 'README.md').read_text()
-    missing = [name for name in emotion_node.PARAMETERS if f'| `{name}` |' not in readme]
+    missing = [name for name in module.PARAMETERS if f'| `{name}` |' not in readme]
     assert not missing, f'README parameter table lacks {missing}'
 
 

@@ -79,6 +79,9 @@ def test_fuzzed_frames_are_refused_and_every_valid_frame_between_them_is_answere
 
 def test_diagnostics_warn_after_a_bad_frame_and_recover(ros, face_image):
     node, camera = ros
+    # A good frame just before, so that for a whole diagnostics_window the window holds good and bad frames
+    # (WARN); a bad frame alone is ERROR ('all frames were bad').
+    camera.result(camera.send(face_image))
     camera.send_raw(Image(encoding='yuv999', width=4, height=4, step=8, data=bytes(32)))
     count = len(camera.diagnostics)
     camera.wait_for(lambda: any(d.status[0].level == DiagnosticStatus.WARN and 'bad' in d.status[0].message

@@ -566,7 +566,12 @@ class EmotionNode(LifecycleNode):
                 self.get_logger().error(f'unexpected error on a frame from {topic}: {error!r}',
                                         throttle_duration_sec=2.0)
                 continue
-            self._publish(message.header, faces, image, now)
+            try:
+                self._publish(message.header, faces, image, now)
+            except Exception:
+                if self.context.ok():
+                    raise
+                return  # shut down (Ctrl-C) while this frame was processed: nothing left to publish on
 
     def _message_time(self, header) -> float:
         """Seconds of the frame's stamp (tracks age in message time: bag replays at any rate and
