@@ -27,6 +27,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from selenium.webdriver.support.select import Select
 
+from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.msg import EmotionArray
 from fer_ros.run import stop
 from fer_ros.web.browser import BrowserUnavailable, console_errors, headless_chromium
@@ -34,7 +35,7 @@ from fer_ros.web.browser import BrowserUnavailable, console_errors, headless_chr
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_MODELS = {'cnn_se_gcn_fer2013', 'efficientnet_b2_fer2013', 'pcnn_fer2013'}
+SHIPPED_MODELS = set(ModelStore([SHIPPED_MODEL_DIR]).available())
 START_TIMEOUT_S = 240.0
 WAIT_S = 60.0
 PIPELINE_STATUS = '/emotion_node: emotion pipeline'
