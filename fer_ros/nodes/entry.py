@@ -3,9 +3,23 @@
 from collections.abc import Callable
 
 import rclpy
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
 from fer_ros.nodes.native_stderr import StderrNoiseFilter
+
+
+def parameter_descriptor(description: str, read_only: bool, value_range=None) -> ParameterDescriptor:
+    """A parameter's descriptor: its description (saying when it is read-only) and its (low, high) range."""
+    descriptor = ParameterDescriptor(description=description + (' (read-only at run time)' if read_only else ''),
+                                     read_only=read_only)
+    if value_range is not None:
+        low, high = value_range
+        if isinstance(low, int):
+            descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
+        else:
+            descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+    return descriptor
 
 
 def spin_with_threads(num_threads: int) -> Callable:

@@ -20,14 +20,13 @@ import time
 import cv2
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from fer_ros.msg import EmotionArray
-from fer_ros.nodes.entry import run_node
+from fer_ros.nodes.entry import parameter_descriptor, run_node
 from fer_ros.nodes.ros_image import message_to_bgr
 from fer_ros.srv import RunSelfCheck, SwitchModel
 from fer_ros.vision.image_codec import MAX_PIXELS, ImageDecodeError
@@ -60,17 +59,6 @@ RANGES = {'port': (0, 65535), 'foxglove_port': (0, 65535), 'jpeg_quality': (1, 1
           'max_image_rate': (0.0, 1000.0), 'max_update_rate': (0.0, 1000.0), 'trace_seconds': (1.0, 3600.0)}
 LEVELS = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
 PIPELINE_STATUS = ': emotion pipeline'  # the emotion node names its status '<full name>: emotion pipeline'
-
-
-def parameter_descriptor(name: str, description: str) -> ParameterDescriptor:
-    descriptor = ParameterDescriptor(description=description + ' (read-only at run time)', read_only=True)
-    if name in RANGES:
-        low, high = RANGES[name]
-        if isinstance(low, int):
-            descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=1)]
-        else:
-            descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
-    return descriptor
 
 
 def emotion_result(message: EmotionArray) -> dict:
@@ -152,7 +140,7 @@ class WebView(Node):
         self._server = self._foxglove = None
         for name, (default, description) in PARAMETERS.items():
             try:
-                self.declare_parameter(name, default, parameter_descriptor(name, description))
+                self.declare_parameter(name, default, parameter_descriptor(description, True, RANGES.get(name)))
             except ParameterException as error:  # a value outside the descriptor's range
                 raise ValueError(f'parameter {name}: {error}') from None
         param = lambda name: self.get_parameter(name).value  # noqa: E731
