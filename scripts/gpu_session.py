@@ -49,11 +49,11 @@ def probabilities(model, images, device, flip, batch_size=1024):
     return torch.cat(out).numpy()
 
 
-def run_config(base, name, overrides, out_dir, epochs):
+def run_config(base, name, seed, out_dir, epochs):
+    """A copy of the base config for one run."""
     config = json.loads(json.dumps(base))
-    config.update({k: v for k, v in overrides.items() if k != 'train'})
-    config['train'] = {**config['train'], **overrides.get('train', {}), 'epochs': epochs}
-    config['name'], config['output_dir'] = name, str(out_dir / name)
+    config['train'] = {**config['train'], 'epochs': epochs}
+    config.update(name=name, seed=seed, output_dir=str(out_dir / name))
     return config
 
 
@@ -77,11 +77,11 @@ def main(argv=None):
           flush=True)
     summary = []
     for seed in args.seeds:
-        name, overrides = f'se_resnet18_s{seed}', {'seed': seed}
+        name = f'se_resnet18_s{seed}'
         run_start = time.monotonic()
         budget = args.budget / len(args.seeds)
-        seed_everything(overrides.get('seed', 0))
-        probe = Trainer(run_config(base, name + '_calibration', overrides, args.out, 2), train_faces, val_faces)
+        seed_everything(seed)
+        probe = Trainer(run_config(base, name + '_calibration', seed, args.out, 2), train_faces, val_faces)
         probe.train_epoch()  # the first epoch also pays for CUDA's and cuDNN's set-up (20 s on an H200)
         probe_start = time.monotonic()
         probe.train_epoch()
@@ -93,8 +93,8 @@ def main(argv=None):
         remaining = budget - (time.monotonic() - run_start)
         epochs = int(max(1, min(args.max_epochs, remaining // (epoch_seconds + val_seconds))))
         print(f'{name}: epoch {epoch_seconds:.2f} s + val {val_seconds:.2f} s -> {epochs} epochs', flush=True)
-        seed_everything(overrides.get('seed', 0))
-        trainer = Trainer(run_config(base, name, overrides, args.out, epochs), train_faces, val_faces)
+        seed_everything(seed)
+        trainer = Trainer(run_config(base, name, seed, args.out, epochs), train_faces, val_faces)
         best = trainer.fit()
         summary.append({'name': name, 'epochs': epochs, 'epoch_seconds': epoch_seconds,
                         'seconds': time.monotonic() - run_start, 'best': best})
