@@ -4,11 +4,16 @@ Publishes frames of a real face video (letterboxed to 640x480, looped) as
 sensor_msgs/Image at --rate for --duration seconds after --warmup seconds, and
 reports the achieved processing rate, latency (header stamp to arrival of the
 EmotionArray here, and the node's own stamp-to-publish figures from
-/diagnostics), frames skipped by the node, and the node's CPU % and RSS.
+/diagnostics), frames skipped by the node, the node's CPU % and RSS, and the CPU of
+this process (the camera side).
+Both sides (this process is the camera) use the Fast DDS profile fer-run and
+the launch file give their nodes (config/fastdds_large_images.xml) unless
+FASTDDS_DEFAULT_PROFILES_FILE is set; --fastdds-defaults measures without it.
 
   .venv/bin/python benchmarks/bench_node.py                       # shipped model, 30 s
   .venv/bin/python benchmarks/bench_node.py --duration 60 --json reports/bench_node.json
   .venv/bin/python benchmarks/bench_node.py --duration 10 --inactive-seconds 20   # + CPU when deactivated
+  .venv/bin/python benchmarks/bench_node.py --fastdds-defaults    # Fast DDS's default transports
 """
 
 import argparse
@@ -30,6 +35,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from fer_ros.dds_profile import PROFILE_VARIABLE, use_large_image_profile
 from fer_ros.msg import EmotionArray
 from fer_ros.nodes.ros_image import bgr_to_image_message
 from fer_ros.run import stop
@@ -104,8 +110,13 @@ def main(argv=None) -> int:
                         help='emotion_node parameter (repeatable), e.g. model:=my_model')
     parser.add_argument('--inactive-seconds', type=float, default=0.0,
                         help='then deactivate the node and measure its CPU this long while frames keep coming')
+    parser.add_argument('--fastdds-defaults', action='store_true',
+                        help="Fast DDS's default transports for camera and node instead of the shipped profile")
     parser.add_argument('--json', type=Path)
     args = parser.parse_args(argv)
+    if args.fastdds_defaults:
+        os.environ[PROFILE_VARIABLE] = ''
+    dds_profile = use_large_image_profile()  # before rclpy.init: this process and the node's
 
     frames = letterboxed_frames(args.video, *args.size)
     command = [sys.executable, '-m', 'fer_ros.nodes.emotion_node', '--ros-args',
@@ -124,6 +135,7 @@ def main(argv=None) -> int:
                 raise SystemExit('the emotion node did not start')
             executor.spin_once(timeout_sec=0.1)
         process = psutil.Process(node_process.pid)
+        camera_process = psutil.Process()  # this one: publishing frames, receiving results
         period = 1.0 / args.rate
         start = time.monotonic()
         next_time, sent, measured_sent = start, 0, 0
@@ -132,6 +144,7 @@ def main(argv=None) -> int:
             if not probe.recording and time.monotonic() >= start + args.warmup:
                 probe.recording = True
                 process.cpu_percent(None)  # start the CPU measurement window
+                camera_process.cpu_percent(None)
                 cpu_start = time.monotonic()
             header = Image().header
             header.stamp = probe.get_clock().now().to_msg()
@@ -146,6 +159,7 @@ def main(argv=None) -> int:
                     break
                 executor.spin_once(timeout_sec=remaining)
         cpu_percent = process.cpu_percent(None)
+        camera_cpu_percent = camera_process.cpu_percent(None)
         measured_seconds = time.monotonic() - cpu_start
         rss_mb = process.memory_info().rss / 1e6
         settle = time.monotonic() + 1.5
@@ -169,7 +183,9 @@ def main(argv=None) -> int:
         'latency_median_ms': 1e3 * float(np.median(latencies)) if len(latencies) else None,
         'latency_p95_ms': 1e3 * float(np.percentile(latencies, 95)) if len(latencies) else None,
         'frames_with_a_face': int(np.sum(np.array(probe.faces) > 0)),
+        'faces_per_frame_median': float(np.median(probe.faces)) if probe.faces else None,
         'node_cpu_percent': cpu_percent,
+        'camera_process_cpu_percent': camera_cpu_percent,
         'node_rss_mb': rss_mb,
         'node_diagnostics': probe.diagnostics,
         'cpu_count': os.cpu_count(),
@@ -177,11 +193,12 @@ def main(argv=None) -> int:
         'video': str(args.video),
         'params': args.param,
         'inactive_node_cpu_percent': inactive_cpu,
+        'dds_profile': dds_profile,
     }
     print(f"{results['frames_sent']} frames sent at {args.rate:.0f} Hz ({args.size[0]}x{args.size[1]}) "
           f"over {measured_seconds:.1f} s; node published {results['frames_published_by_node']} "
           f"({results['rate_out_hz']:.1f} Hz, {measured_sent - len(latencies)} skipped), "
-          f"{results['frames_with_a_face']} with a face")
+          f"{results['frames_with_a_face']} with a face (median {results['faces_per_frame_median']} faces per frame)")
     if len(latencies):
         print(f"latency stamp -> EmotionArray received: median {results['latency_median_ms']:.1f} ms, "
               f"p95 {results['latency_p95_ms']:.1f} ms")
@@ -192,7 +209,9 @@ def main(argv=None) -> int:
               f"rate {diagnostics.get('processing rate (Hz)')} Hz, "
               f"stamp->publish median {diagnostics.get('latency median (s)')} s, "
               f"p95 {diagnostics.get('latency p95 (s)')} s, model {diagnostics.get('model')}")
-    print(f"node process: {cpu_percent:.0f}% CPU (100% = one core of {os.cpu_count()}), RSS {rss_mb:.0f} MB")
+    print(f"Fast DDS profile: {dds_profile or 'none (default transports)'}")
+    print(f"node process: {cpu_percent:.0f}% CPU (100% = one core of {os.cpu_count()}), RSS {rss_mb:.0f} MB; "
+          f"this camera process: {camera_cpu_percent:.0f}% CPU")
     if inactive_cpu is not None:
         print(f"deactivated node: {inactive_cpu:.1f}% CPU over {args.inactive_seconds:g} s of frames at "
               f"{args.rate:.0f} Hz")

@@ -6,6 +6,7 @@ call), align, classify (one batched forward pass), track + smoothing + valence/a
 EmotionArray, serialize it (CDR, what publish hands to DDS). Prints median and p95 per stage.
 
   PYTHONPATH=. .venv/bin/python benchmarks/profile_pipeline.py --frames 300
+  PYTHONPATH=. .venv/bin/python benchmarks/profile_pipeline.py --frames 300 --no-litert   # trunk in PyTorch
 """
 
 import argparse
@@ -39,14 +40,17 @@ def main(argv=None) -> int:
     parser.add_argument('--torch-threads', type=int, default=1, help='as the node (torch_threads parameter)')
     parser.add_argument('--eager', action='store_true', help='eager PyTorch instead of TorchScript (the default, '
                                                               'as the node)')
+    parser.add_argument('--no-litert', action='store_true', help='the face mesh trunk in PyTorch instead of LiteRT '
+                                                                  '(the node\'s litert parameter)')
     parser.add_argument('--video', type=Path, default=DEFAULT_VIDEO)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.torch_threads)
     frames = letterboxed_frames(args.video, 640, 480)
     messages = [bgr_to_image_message(frame, Image().header) for frame in frames]
     classifier = ExpressionClassifier(ModelStore([SHIPPED_MODEL_DIR]).resolve(args.model), 'cpu', name=args.model,
-                                      torchscript=not args.eager)
+                                      torchscript=not args.eager, litert=not args.no_litert)
     classifier.warm_up()
+    print(f'{args.model}: {classifier.runtime}, {args.torch_threads} torch thread(s)')
     detector = FaceMeshDetector(4, 0.5, video_mode=True)
     tracker = FaceTracker()
     times = {stage: [] for stage in STAGES}

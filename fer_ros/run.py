@@ -11,6 +11,9 @@ With --source, the camera_source starts once the emotion node subscribes, and
 everything stops when the source is exhausted and the emotion node has been
 quiet for --drain seconds. With --web, a web_view node serves the live page,
 a file or folder source plays again and again, and fer-run runs until Ctrl-C.
+Every process gets the Fast DDS profile config/fastdds_large_images.xml
+(camera frames through shared memory) unless FASTDDS_DEFAULT_PROFILES_FILE is
+set (empty: Fast DDS's defaults).
 """
 
 import argparse
@@ -25,6 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
+from fer_ros.dds_profile import use_large_image_profile
 from fer_ros.msg import EmotionArray
 from fer_ros.resources import share_file
 
@@ -227,6 +231,7 @@ def main(argv=None) -> int:
     if args.source is not None:  # our camera_source is reliable: every frame reaches the node or is counted
         overrides.insert(0, 'reliable:=true')
     remaps = [f'image_raw:={image_topic}']
+    use_large_image_profile()  # camera frames through shared memory, in every process started here
 
     processes = [subprocess.Popen(node_command('emotion_node', params_file, overrides, remaps))]
     try:

@@ -9,16 +9,23 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
 
 def generate_launch_description():
-    default_params = os.path.join(get_package_share_directory('fer_ros'), 'config', 'emotion.yaml')
+    share = get_package_share_directory('fer_ros')
+    default_params = os.path.join(share, 'config', 'emotion.yaml')
+    # Camera frames through shared memory (config/fastdds_large_images.xml explains), unless the
+    # environment names a Fast DDS profile already.
+    default_dds_profile = EnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', default_value=os.path.join(
+        share, 'config', 'fastdds_large_images.xml'))
     arguments = [
+        DeclareLaunchArgument('dds_profile', default_value=default_dds_profile,
+                              description='Fast DDS profile (FASTDDS_DEFAULT_PROFILES_FILE) of the started nodes'),
         DeclareLaunchArgument('params_file', default_value=default_params,
                               description='ROS 2 parameters file for the nodes'),
         DeclareLaunchArgument('image_topic', default_value='image_raw',
@@ -66,4 +73,5 @@ def generate_launch_description():
         parameters=[params_file],
         condition=IfCondition(LaunchConfiguration('web')),
     )
-    return LaunchDescription(arguments + [emotion_node, camera_source, web_view])
+    dds_profile = SetEnvironmentVariable('FASTDDS_DEFAULT_PROFILES_FILE', LaunchConfiguration('dds_profile'))
+    return LaunchDescription(arguments + [dds_profile, emotion_node, camera_source, web_view])

@@ -41,7 +41,7 @@ def test_launch_nodes_are_installed_executables_of_this_package():
 def test_launch_arguments_default_to_the_node_defaults():
     arguments = {ast.literal_eval(call.args[0]): _keywords(call) for call in _launch_calls('DeclareLaunchArgument')}
     assert set(arguments) == {'params_file', 'image_topic', 'model', 'device', 'publish_annotated', 'source',
-                              'namespace', 'autostart', 'web'}
+                              'namespace', 'autostart', 'web', 'dds_profile'}
     for name in ('model', 'device'):
         assert ast.literal_eval(arguments[name]['default_value']) == emotion_node.PARAMETERS[name][0]
     assert ast.literal_eval(arguments['publish_annotated']['default_value']) == 'false'
@@ -49,6 +49,21 @@ def test_launch_arguments_default_to_the_node_defaults():
     autostart = emotion_node.PARAMETERS['autostart'][0]
     assert ast.literal_eval(arguments['autostart']['default_value']) == str(autostart).lower()
     assert all('description' in keywords for keywords in arguments.values())
+
+
+def test_launch_gives_its_nodes_the_shipped_dds_profile_unless_one_is_set():
+    setters = _launch_calls('SetEnvironmentVariable')
+    assert [ast.literal_eval(call.args[0]) for call in setters] == ['FASTDDS_DEFAULT_PROFILES_FILE']
+    assert ast.unparse(setters[0].args[1]) == "LaunchConfiguration('dds_profile')"
+    default = _launch_calls('EnvironmentVariable')
+    assert [ast.literal_eval(call.args[0]) for call in default] == ['FASTDDS_DEFAULT_PROFILES_FILE']
+    assert "'fastdds_large_images.xml'" in ast.unparse(_keywords(default[0])['default_value'])
+    assert (REPO / 'config' / 'fastdds_large_images.xml').is_file()
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    description = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                       and getattr(node.func, 'id', None) == 'LaunchDescription')
+    # set before the nodes in the list, so every node process starts with it
+    assert ast.unparse(description.args[0]).startswith('arguments + [dds_profile, emotion_node')
 
 
 @pytest.mark.parametrize('node_name, module', [('emotion_node', emotion_node), ('camera_source', camera_source),

@@ -127,10 +127,25 @@ class FaceMeshHead(nn.Module):
     def uses_landmarks(self):
         return self.gcn is not None
 
-    def forward(self, features, landmarks=None):
+    @property
+    def frozen_graph_stages(self) -> bool:
+        """True when the stages after the cached one are the graph's own (pretrained, not fine-tuned), so
+        any runner of the face mesh graph (LiteRT) can supply their maps."""
+        return self.config.pretrained and not self.config.tune_stages
+
+    def forward(self, features, landmarks=None, stage_maps=None):
+        """``features``: the cached stage's map; ``stage_maps``: the later stages' maps (``map_stages[1:]``
+        order) when computed elsewhere, for :attr:`frozen_graph_stages` heads only."""
         maps = [features.float()]
-        for stage in self.stages:
-            maps.append(stage(maps[-1]))
+        if stage_maps is None:
+            for stage in self.stages:
+                maps.append(stage(maps[-1]))
+        elif self.frozen_graph_stages and len(stage_maps) == len(self.stages):
+            maps.extend(stage_map.float() for stage_map in stage_maps)
+        else:
+            raise ValueError(f'stage_maps: expected {len(self.stages)} maps of frozen graph stages, got '
+                             f'{len(stage_maps)} (tune_stages={self.config.tune_stages}, '
+                             f'pretrained={self.config.pretrained})')
         by_stage = dict(zip(self.map_stages, maps))
         pooled = torch.cat([pool(by_stage[stage]) for pool, stage in zip(self.pools, POOLED_STAGES)], dim=1)
         parts = [self.feature_dropout(self.standardise(pooled))]

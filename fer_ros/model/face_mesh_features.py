@@ -42,8 +42,8 @@ def face_landmark_path() -> Path:
     return mediapipe_model_dir() / 'face_landmark' / 'face_landmark.tflite'
 
 
-def load_face_mesh_graph(path=None) -> TFLiteGraph:
-    """The face mesh graph (default: the installed wheel's), checked against FACE_LANDMARK_SHA256."""
+def checked_face_landmark_path(path=None) -> Path:
+    """The face mesh file (default: the installed wheel's) after checking it against FACE_LANDMARK_SHA256."""
     path = Path(path) if path else face_landmark_path()
     if not path.is_file():
         raise FaceMeshGraphError(f'{path} not found: fer_ros needs mediapipe 0.10.21 installed')
@@ -51,7 +51,12 @@ def load_face_mesh_graph(path=None) -> TFLiteGraph:
     if digest != FACE_LANDMARK_SHA256:
         raise FaceMeshGraphError(f'{path} has sha256 {digest}, expected {FACE_LANDMARK_SHA256} '
                                  '(mediapipe 0.10.21): the face features would differ from training')
-    return load_tflite(path)
+    return path
+
+
+def load_face_mesh_graph(path=None) -> TFLiteGraph:
+    """The face mesh graph (default: the installed wheel's), checked against FACE_LANDMARK_SHA256."""
+    return load_tflite(checked_face_landmark_path(path))
 
 
 def _stage_tensor(stage):

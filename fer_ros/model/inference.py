@@ -13,6 +13,8 @@ import torch
 from torch import nn
 
 from fer_ros.model.checkpoint import ModelLoadError, load_model
+from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN
+from fer_ros.model.litert_face_mesh import LiteRTLogits, LiteRTUnavailable
 
 # Eye corners of the MediaPipe face mesh, image-left eye then image-right eye.
 LEFT_EYE_CORNERS = (33, 133)
@@ -126,17 +128,26 @@ class ExpressionClassifier:
     ``torchscript``: run predictions through the TorchScript-traced model
     (outputs equal to the eager model within 1e-4, a test checks it; about
     15-45% less time per face on CPU); a model that cannot be traced runs
-    eagerly and :attr:`trace_error` says why. :attr:`model` stays the eager
-    one (the self-check needs its gradients).
+    eagerly and :attr:`trace_error` says why. ``litert``: on a CPU, run the
+    frozen face mesh part of a face-mesh model (the default model) with LiteRT
+    (:mod:`fer_ros.model.litert_face_mesh`; logits equal within 1e-4, checked
+    at load); other models and devices ignore it, and :attr:`litert_error`
+    says why it could not be used. :attr:`model` stays the eager PyTorch one
+    (the self-check needs its gradients).
     """
 
-    def __init__(self, model_path, device='auto', name=None, torchscript=False):
+    def __init__(self, model_path, device='auto', name=None, torchscript=False, litert=False):
         self._device = resolve_device(device)
         self._model, self._metadata = load_model(model_path, self._device)
         self._name = name or Path(model_path).with_suffix('').name
-        self._traced = None
-        self.trace_error = ''
-        if torchscript:
+        self._traced = self._litert = None
+        self.trace_error = self.litert_error = ''
+        if litert and self._device.type == 'cpu' and isinstance(self._model, FaceMeshCNNSEGCN):
+            try:
+                self._litert = LiteRTLogits(self._model, torch.get_num_threads(), torchscript)
+            except (LiteRTUnavailable, RuntimeError, ValueError) as error:
+                self.litert_error = str(error)
+        if torchscript and self._litert is None:
             try:
                 self._traced = traced_logits(self._model, self.input_size, self._model.config.num_landmarks,
                                              self._device)
@@ -146,6 +157,11 @@ class ExpressionClassifier:
     @property
     def torchscript(self) -> bool:
         return self._traced is not None
+
+    @property
+    def runtime(self) -> str:
+        """How predict() runs: 'litert' (face mesh on LiteRT, head in PyTorch), 'torchscript' or 'eager'."""
+        return 'litert' if self._litert is not None else 'torchscript' if self._traced is not None else 'eager'
 
     @property
     def labels(self):
@@ -200,7 +216,11 @@ class ExpressionClassifier:
             if points.shape != (len(crops), self._model.config.num_landmarks, 3):
                 raise ValueError(f'landmarks must be [{len(crops)}, {self._model.config.num_landmarks}, 3], '
                                  f'got {tuple(points.shape)}')
-        if self._traced is not None:
+        if self._litert is not None:
+            if points is None:  # the head's trace takes landmarks; a model without a GCN ignores them
+                points = torch.zeros(len(crops), self._model.config.num_landmarks, 3)
+            logits = self._litert(images, points)
+        elif self._traced is not None:
             if points is None:  # the traced graph takes landmarks; a model without a GCN ignores them
                 points = torch.zeros(len(crops), self._model.config.num_landmarks, 3, device=self._device)
             logits = self._traced(images, points)

@@ -68,6 +68,9 @@ PARAMETERS = {
                          'the other cores to image decoding, MediaPipe and the camera driver'),
     'torchscript': (True, 'classify with the TorchScript-traced model (same outputs within 1e-4, faster on CPU); '
                           'false: eager PyTorch'),
+    'litert': (True, 'on CPU, run the frozen face mesh part of face-mesh models (the default model) with LiteRT, '
+                     'TFLite\'s runtime (logits equal within 1e-4, checked at load; about 6 ms less per face); '
+                     'false: PyTorch'),
     'max_faces': (4, 'most faces per frame, 1 to 32'),
     'min_detection_confidence': (0.5, 'MediaPipe face detection threshold, 0 to 1'),
     'video_mode': (True, 'let MediaPipe track landmarks between frames of a stream (False: every frame alone)'),
@@ -99,7 +102,7 @@ SUBSCRIPTION_DEPTH = 10
 # Parameters that cannot change while the node runs (they shape subscriptions, devices, the model store).
 READ_ONLY = frozenset({'image_topics', 'compressed_image_topics', 'reliable', 'model_dir', 'device',
                        'video_mode', 'landmark_backend', 'diagnostics_period', 'seen_crops', 'autostart',
-                       'publish_hri', 'torchscript'})
+                       'publish_hri', 'torchscript', 'litert'})
 # name -> (low, high) ranges in the descriptors (ros2 param describe shows them).
 RANGES = {'max_faces': (1, 32), 'min_detection_confidence': (0.0, 1.0), 'track_iou_threshold': (0.0, 1.0),
           'track_max_age': (0.0, 3600.0), 'smoothing': (0.0, 1.0), 'torch_threads': (0, 256),
@@ -261,7 +264,8 @@ class EmotionNode(LifecycleNode):
                 self.get_logger().info('hri_msgs is not installed: the REP-155 topics (/humans/faces/...) are not '
                                        'published (install ROS4HRI hri_msgs for them, or set publish_hri: false)')
         self._state = 'inactive'
-        self.get_logger().info(f'configured: model {pipeline.classifier.name!r} on {pipeline.classifier.device}')
+        self.get_logger().info(f'configured: model {pipeline.classifier.name!r} on {pipeline.classifier.device} '
+                               f'({pipeline.classifier.runtime})')
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -429,7 +433,9 @@ class EmotionNode(LifecycleNode):
     def _load_classifier(self, name: str) -> ExpressionClassifier:
         """Resolve, load and warm up a model; ModelNameError or ModelLoadError on failure."""
         classifier = ExpressionClassifier(self._store.resolve(name), device=self._device, name=name,
-                                          torchscript=self._param('torchscript'))
+                                          torchscript=self._param('torchscript'), litert=self._param('litert'))
+        if classifier.litert_error:
+            self.get_logger().warning(f'model {name!r} runs without LiteRT: {classifier.litert_error[:200]}')
         if classifier.trace_error:
             self.get_logger().warning(f'model {name!r} runs eagerly, TorchScript could not trace it: '
                                       f'{classifier.trace_error[:200]}')
@@ -631,6 +637,7 @@ class EmotionNode(LifecycleNode):
         pipeline = self._pipeline
         values['model'] = pipeline.classifier.name if pipeline is not None else ''
         values['device'] = str(pipeline.classifier.device) if pipeline is not None else ''
+        values['runtime'] = pipeline.classifier.runtime if pipeline is not None else ''
         values['inputs'] = ', '.join(self.input_topics)
         values['lifecycle state'] = self._state
         values[f'input rate over the last {window_s:g} s (Hz)'] = f'{recent_received / window_s:.2f}'

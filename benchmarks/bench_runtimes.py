@@ -1,6 +1,9 @@
-"""Eager PyTorch against the TorchScript-traced model (the node's torchscript parameter): ms per face.
+"""The classifier's CPU runtimes side by side, ms per face: eager PyTorch, the TorchScript-traced model
+(the node's torchscript parameter) and, for face-mesh models, the face mesh on LiteRT with the
+traced head (its litert parameter; the node's default), with the largest probability difference.
 
-  PYTHONPATH=. .venv/bin/python benchmarks/bench_torchscript.py          # the shipped models, batch 1, 1 thread
+  PYTHONPATH=. .venv/bin/python benchmarks/bench_runtimes.py                 # the shipped models, batch 1, 1 thread
+  PYTHONPATH=. .venv/bin/python benchmarks/bench_runtimes.py --batch 32 --threads 2
 """
 
 import argparse
@@ -13,7 +16,7 @@ import torch
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 
-MODELS = ('cnn_se_gcn_fer2013', 'pcnn_fer2013', 'efficientnet_b2_fer2013')
+MODELS = ('cnn_se_gcn_fer2013', 'cnn_se_fer2013', 'pcnn_fer2013', 'efficientnet_b2_fer2013')
 
 
 def per_face_ms(classifier, crops, landmarks, repeats: int) -> float:
@@ -39,11 +42,17 @@ def main(argv=None) -> int:
     print(f'ms per face, batch {args.batch}, {args.threads} torch thread(s):')
     for name in args.models:
         path = ModelStore([SHIPPED_MODEL_DIR]).resolve(name)
-        eager, traced = ExpressionClassifier(path, 'cpu'), ExpressionClassifier(path, 'cpu', torchscript=True)
-        difference = np.abs(eager.predict(crops, landmarks) - traced.predict(crops, landmarks)).max()
-        print(f'{name:<26} eager {per_face_ms(eager, crops, landmarks, args.repeats):6.2f}  torchscript '
-              f'{per_face_ms(traced, crops, landmarks, args.repeats):6.2f}  largest probability difference '
-              f'{difference:.1e}')
+        eager = ExpressionClassifier(path, 'cpu')
+        reference = eager.predict(crops, landmarks)
+        row = f'{name:<26} eager {per_face_ms(eager, crops, landmarks, args.repeats):6.2f}'
+        for runtime, options in (('torchscript', {}), ('litert', {'litert': True})):
+            classifier = ExpressionClassifier(path, 'cpu', torchscript=True, **options)
+            if classifier.runtime != runtime:
+                continue  # not a face-mesh model
+            difference = np.abs(classifier.predict(crops, landmarks) - reference).max()
+            row += (f'  {runtime} {per_face_ms(classifier, crops, landmarks, args.repeats):6.2f} '
+                    f'(largest difference {difference:.1e})')
+        print(row)
     return 0
 
 
