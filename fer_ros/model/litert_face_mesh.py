@@ -3,8 +3,9 @@
 :class:`~fer_ros.model.face_mesh_features.FaceMeshTrunk` runs MediaPipe's face
 mesh graph operator by operator in PyTorch, which training, gradients and GPUs
 need. At inference on a CPU, LiteRT (TFLite's runtime, the ``ai-edge-litert``
-wheel) runs the same checked file about ten times faster; its stage maps equal
-the PyTorch trunk's to about 1e-5. :class:`LiteRTFaceMesh` reads those maps,
+wheel) runs the same checked file, the whole network in about 1.3 ms a face
+on one thread where PyTorch takes about 7 ms to the 24 px stage; its stage
+maps equal the PyTorch graph's to about 1e-5. :class:`LiteRTFaceMesh` reads those maps,
 :class:`LiteRTLogits` feeds them to a model's trained head.
 """
 import threading
@@ -87,8 +88,7 @@ class LiteRTLogits:
         if not model.config.pretrained:
             raise LiteRTUnavailable('the model was built on random face mesh weights, not the graph LiteRT runs')
         head = model.head.eval()
-        self._later_stages = head.frozen_graph_stages
-        stages = head.map_stages if self._later_stages else head.map_stages[:1]
+        stages = head.map_stages if head.frozen_graph_stages else head.map_stages[:1]
         self._graph = LiteRTFaceMesh(stages, num_threads)
         self._head = HeadLogits(head).eval()
         if torchscript:
