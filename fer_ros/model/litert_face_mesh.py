@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fer_ros.model.face_mesh_features import STAGE_TENSORS, FaceMeshTrunk, checked_face_landmark_path
+from fer_ros.model.tracing import frozen_trace
 
 # Largest difference allowed between LiteRT's and PyTorch's logits on the start-up check.
 LOGITS_TOLERANCE = 1e-4
@@ -94,11 +95,7 @@ class LiteRTLogits:
         if torchscript:
             example = self._maps(torch.rand(2, 1, model.config.input_size, model.config.input_size))
             landmarks = torch.full((2, model.config.num_landmarks, 3), 0.5)
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter('ignore', torch.jit.TracerWarning)
-                warnings.filterwarnings('ignore', category=FutureWarning, module='torch.jit')
-                self._head = torch.jit.freeze(torch.jit.trace(self._head, (example[0], landmarks, *example[1:]),
-                                                              check_trace=False))
+            self._head = frozen_trace(self._head, (example[0], landmarks, *example[1:]))
         self._check(model)
 
     def _maps(self, images: torch.Tensor) -> list[torch.Tensor]:
