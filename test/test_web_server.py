@@ -5,11 +5,16 @@ in for the emotion node's services, which test_web_view.py calls for real.
 """
 
 import asyncio
+import base64
 import concurrent.futures
+import gc
 import json
+import logging
 import re
 import socket
+import struct
 import threading
+import time
 
 import aiohttp
 import cv2
@@ -221,6 +226,49 @@ def test_result_updates_are_throttled_to_the_newest_and_the_traces_keep_every_re
         server.stop()
     assert len(updates) <= 3  # the first result at once, then the newest one a quarter second later
     assert state['emotion']['stamp']['sec'] == 40
+
+
+def test_pages_that_vanish_mid_image_leave_no_error_behind_and_the_server_serves_on(server, caplog):
+    """A browser closed while a large frame is on its way (a page offering compression, as Chromium
+    does): no error is logged, not even one found only when the send task is collected."""
+    frame = np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes()  # incompressible
+    running = threading.Event()
+    running.set()
+
+    def publish_frames():  # as the node does at 30 Hz, faster
+        while running.is_set():
+            server.publish_image({'stamp': {'sec': 1, 'nanosec': 0}, 'width': 32, 'height': 24}, frame)
+            time.sleep(0.002)
+
+    publisher = threading.Thread(target=publish_frames)
+    publisher.start()
+    caplog.set_level(logging.ERROR)
+    try:
+        for _ in range(10):
+            with socket.create_connection(('127.0.0.1', server.port), timeout=10) as page:
+                key = base64.b64encode(np.random.bytes(16)).decode()
+                page.sendall(f'GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n'
+                             f'Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n'
+                             'Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n'.encode())
+                received = b''
+                while len(received) < 300_000:  # the handshake answer and a frame or more
+                    received += page.recv(65536)
+                assert received.startswith(b'HTTP/1.1 101')
+                # Reset, not a closing handshake: the way a killed browser goes.
+                page.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+    finally:
+        running.clear()
+        publisher.join()
+    time.sleep(0.5)
+    gc.collect()
+    errors = [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+    assert not errors, errors
+
+    async def fresh_page():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(server.url + 'ws') as ws:
+                return await gather(ws, {'hello', 'image'})
+    assert run(fresh_page())['image'][1] == frame
 
 
 def test_malformed_websocket_messages_get_error_replies_and_the_connection_keeps_working(server, controller):

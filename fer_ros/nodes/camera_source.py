@@ -13,7 +13,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from fer_ros.nodes.entry import run_node
+from fer_ros.nodes.entry import run_node, unless_shut_down
 from fer_ros.nodes.ros_image import bgr_to_compressed_message, bgr_to_image_message
 from fer_ros.vision.frame_source import FrameSource
 
@@ -81,10 +81,10 @@ class CameraSource(Node):
         header = Image().header
         header.stamp = self.get_clock().now().to_msg()
         header.frame_id = self._frame_id
-        if self._compressed:
-            self._publisher.publish(bgr_to_compressed_message(frame, header))
-        else:
-            self._publisher.publish(bgr_to_image_message(frame, header, self._encoding))
+        message = (bgr_to_compressed_message(frame, header) if self._compressed
+                   else bgr_to_image_message(frame, header, self._encoding))
+        with unless_shut_down(self.context):  # the timer fired as Ctrl-C came
+            self._publisher.publish(message)
         self.published += 1
 
     def flush(self) -> bool:

@@ -44,7 +44,7 @@ from fer_ros.model.checkpoint import ModelLoadError
 from fer_ros.model.inference import ExpressionClassifier, resolve_device
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelNameError, ModelStore
 from fer_ros.msg import EmotionArray, EmotionStamped, SelfCheckResult
-from fer_ros.nodes.entry import parameter_descriptor, run_node, spin_with_threads
+from fer_ros.nodes.entry import parameter_descriptor, run_node, spin_with_threads, unless_shut_down
 from fer_ros.nodes.rep155 import Rep155Output, hri_msgs_available
 from fer_ros.nodes.ros_image import bgr_to_image_message, message_to_bgr
 from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings
@@ -559,12 +559,8 @@ class EmotionNode(LifecycleNode):
                 self.get_logger().error(f'unexpected error on a frame from {topic}: {error!r}',
                                         throttle_duration_sec=2.0)
                 continue
-            try:
+            with unless_shut_down(self.context):
                 self._publish(message.header, faces, image, now)
-            except Exception:
-                if self.context.ok():
-                    raise
-                return  # shut down (Ctrl-C) while this frame was processed: nothing left to publish on
 
     def _message_time(self, header) -> float:
         """Seconds of the frame's stamp (tracks age in message time: bag replays at any rate and
@@ -612,6 +608,12 @@ class EmotionNode(LifecycleNode):
     # -- diagnostics ----------------------------------------------------------------
 
     def _publish_diagnostics(self) -> None:
+        with unless_shut_down(self.context):  # the timer fired as Ctrl-C came
+            array = DiagnosticArray(status=[self._diagnostic_status()])
+            array.header.stamp = self.get_clock().now().to_msg()
+            self._diagnostics_publisher.publish(array)
+
+    def _diagnostic_status(self) -> DiagnosticStatus:
         window_s = self._param('diagnostics_window')
         now = time.monotonic()
         with self._stats_lock:
@@ -646,12 +648,9 @@ class EmotionNode(LifecycleNode):
         else:  # not processing by request
             level, message = DiagnosticStatus.OK, self._state
         # Named after the node's full name, so namespaced instances do not collide (diagnostic_updater style).
-        status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name()}: emotion pipeline',
-                                  hardware_id='fer_ros', message=message,
-                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics_publisher.publish(array)
+        return DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name()}: emotion pipeline',
+                                hardware_id='fer_ros', message=message,
+                                values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
     @property
     def input_topics(self) -> list[str]:

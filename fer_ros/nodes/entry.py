@@ -1,5 +1,6 @@
 """The main() of the fer_ros nodes: init, spin until done or shut down, end cleanly."""
 
+import contextlib
 from collections.abc import Callable
 
 import rclpy
@@ -20,6 +21,17 @@ def parameter_descriptor(description: str, read_only: bool, value_range=None) ->
         else:
             descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
     return descriptor
+
+
+@contextlib.contextmanager
+def unless_shut_down(context):
+    """Drop an error raised in the block once ``context`` is shut down (Ctrl-C while a callback or worker
+    thread was publishing: the executor that would report it has stopped); re-raise any other."""
+    try:
+        yield
+    except Exception:
+        if context.ok():
+            raise
 
 
 def spin_with_threads(num_threads: int) -> Callable:

@@ -293,7 +293,9 @@ class WebViewServer:
         if origin is not None and urlsplit(origin).netloc != request.host:
             return web.json_response({'error': f'origin {origin!r} refused: the page must come from this '
                                                'server'}, status=403)
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_WS_MESSAGE_BYTES)
+        # No permessage-deflate: the frames are JPEG already, and aiohttp compresses large messages in a
+        # shielded task whose error on a page that went away mid-send would be logged as never retrieved.
+        ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_WS_MESSAGE_BYTES, compress=False)
         if not ws.can_prepare(request).ok:
             return web.json_response({'error': '/ws expects a WebSocket upgrade request'}, status=400)
         await ws.prepare(request)
