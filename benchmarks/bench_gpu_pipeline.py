@@ -19,8 +19,9 @@ import cv2
 import numpy as np
 import torch
 
-from fer_ros.model.inference import ExpressionClassifier, align_face
+from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
+from fer_ros.vision.alignment import align_face
 from fer_ros.vision.torch_face_mesh import TorchFaceMesh
 
 REPO = Path(__file__).resolve().parents[1]

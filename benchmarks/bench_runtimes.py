@@ -1,6 +1,7 @@
 """The classifier's CPU runtimes side by side, ms per face: eager PyTorch, the TorchScript-traced model
-(the node's torchscript parameter) and, for face-mesh models, the face mesh on LiteRT with the
-traced head (its litert parameter; the node's default), with the largest probability difference.
+(the node's torchscript parameter) and, for face-mesh models, the compiled model without PyTorch
+(LiteRT + ONNX Runtime: its litert parameter, the node's default), with the largest probability
+difference.
 
   PYTHONPATH=. .venv/bin/python benchmarks/bench_runtimes.py                 # the shipped models, batch 1, 1 thread
   PYTHONPATH=. .venv/bin/python benchmarks/bench_runtimes.py --batch 32 --threads 2
@@ -13,6 +14,7 @@ import time
 import numpy as np
 import torch
 
+from fer_ros.model.compiled import CompiledClassifier, CompiledUnavailable
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 
@@ -39,18 +41,20 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (args.batch, 48, 48), dtype=np.uint8)
     landmarks = rng.random((args.batch, 468, 3), dtype=np.float32)
-    print(f'ms per face, batch {args.batch}, {args.threads} torch thread(s):')
+    print(f'ms per face, batch {args.batch}, {args.threads} thread(s):')
     for name in args.models:
         path = ModelStore([SHIPPED_MODEL_DIR]).resolve(name)
         eager = ExpressionClassifier(path, 'cpu')
         reference = eager.predict(crops, landmarks)
         row = f'{name:<26} eager {per_face_ms(eager, crops, landmarks, args.repeats):6.2f}'
-        for runtime, options in (('torchscript', {}), ('litert', {'litert': True})):
-            classifier = ExpressionClassifier(path, 'cpu', torchscript=True, **options)
-            if classifier.runtime != runtime:
-                continue  # not a face-mesh model
+        runtimes = [ExpressionClassifier(path, 'cpu', torchscript=True)]
+        try:
+            runtimes.append(CompiledClassifier(path, num_threads=args.threads))
+        except CompiledUnavailable:
+            pass  # not a face-mesh model
+        for classifier in runtimes:
             difference = np.abs(classifier.predict(crops, landmarks) - reference).max()
-            row += (f'  {runtime} {per_face_ms(classifier, crops, landmarks, args.repeats):6.2f} '
+            row += (f'  {classifier.runtime} {per_face_ms(classifier, crops, landmarks, args.repeats):6.2f} '
                     f'(largest difference {difference:.1e})')
         print(row)
     return 0

@@ -6,7 +6,7 @@ first alternates by frame), so the machine state is the same for both:
 
 * fer_ros: EmotionPipeline as the emotion node runs it (MediaPipe face
   detection + mesh with video tracking, alignment, the default model with its
-  defaults: TorchScript head, face mesh trunk on LiteRT, 1 torch thread);
+  defaults: the compiled model (LiteRT + ONNX Runtime), 1 inference thread);
 * fer: ``fer.FER()`` with its defaults (OpenCV Haar cascade, its quantised
   TFLite emotion model), ``detect_emotions(frame)``.
 
@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench_node import letterboxed_frames
-from fer_ros.model.inference import ExpressionClassifier
+from fer_ros.model.serving import load_classifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.pipeline import EmotionPipeline, PipelineSettings
 
@@ -60,16 +59,16 @@ def summary(times_s: list[float], found: list[bool]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--model', default='cnn_se_gcn_fer2013')
-    parser.add_argument('--torch-threads', type=int, default=1, help='as the node (torch_threads parameter)')
+    parser.add_argument('--threads', type=int, default=1, help='inference threads, as the node (torch_threads '
+                                                                'parameter)')
     parser.add_argument('--passes', type=int, default=2, help='times through all frames (the first is warm-up)')
     parser.add_argument('--json', type=Path)
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.torch_threads)
     frames = [frame for video in VIDEOS for frame in letterboxed_frames(video, 640, 480)]
     detector = load_fer()
-    classifier = ExpressionClassifier(ModelStore([SHIPPED_MODEL_DIR]).resolve(args.model), 'cpu', name=args.model,
-                                      torchscript=True, litert=True)
+    classifier, _ = load_classifier(ModelStore([SHIPPED_MODEL_DIR]).resolve(args.model), 'cpu', name=args.model,
+                                    num_threads=args.threads)
     pipeline = EmotionPipeline(classifier, PipelineSettings())
 
     def run_fer_ros(frame):
@@ -94,10 +93,10 @@ def main(argv=None) -> int:
     results = {name: summary(times, found) for name, (_, times, found) in runs.items()}
     results['ratio_fer_ros_to_fer'] = results['fer_ros']['median_ms'] / results['fer']['median_ms']
     results.update(frames=len(frames), videos=[video.name for video in VIDEOS], model=args.model,
-                   runtime=classifier.runtime, torch_threads=args.torch_threads, cpu_count=os.cpu_count())
+                   runtime=classifier.runtime, threads=args.threads, cpu_count=os.cpu_count())
 
     print(f'{len(frames)} frames (640x480, one face each) of {", ".join(results["videos"])}; '
-          f'fer_ros model {args.model} ({classifier.runtime}, {args.torch_threads} torch thread(s))')
+          f'fer_ros model {args.model} ({classifier.runtime}, {args.threads} thread(s))')
     print(f'{"":10}{"median ms":>10}{"p95 ms":>10}{"face found":>12}')
     for name in ('fer_ros', 'fer'):
         row = results[name]

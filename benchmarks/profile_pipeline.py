@@ -6,7 +6,7 @@ call), align, classify (one batched forward pass), track + smoothing + valence/a
 EmotionArray, serialize it (CDR, what publish hands to DDS). Prints median and p95 per stage.
 
   PYTHONPATH=. .venv/bin/python benchmarks/profile_pipeline.py --frames 300
-  PYTHONPATH=. .venv/bin/python benchmarks/profile_pipeline.py --frames 300 --no-litert   # trunk in PyTorch
+  PYTHONPATH=. .venv/bin/python benchmarks/profile_pipeline.py --frames 300 --pytorch   # classify in PyTorch
 """
 
 import argparse
@@ -16,17 +16,17 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image
 
 from bench_node import DEFAULT_VIDEO, letterboxed_frames
 from fer_ros.affect import valence_arousal
-from fer_ros.model.inference import ExpressionClassifier, align_face
+from fer_ros.model.serving import load_classifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.msg import EmotionArray, EmotionStamped
 from fer_ros.nodes.emotion_node import DEFAULT_MODEL
 from fer_ros.nodes.ros_image import bgr_to_image_message, message_to_bgr
+from fer_ros.vision.alignment import align_face
 from fer_ros.vision.face_mesh import FaceMeshDetector
 from fer_ros.vision.tracking import FaceTracker
 
@@ -37,20 +37,19 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--frames', type=int, default=300)
     parser.add_argument('--model', default=DEFAULT_MODEL)
-    parser.add_argument('--torch-threads', type=int, default=1, help='as the node (torch_threads parameter)')
-    parser.add_argument('--eager', action='store_true', help='eager PyTorch instead of TorchScript (the default, '
-                                                              'as the node)')
-    parser.add_argument('--no-litert', action='store_true', help='the face mesh trunk in PyTorch instead of LiteRT '
-                                                                  '(the node\'s litert parameter)')
+    parser.add_argument('--threads', type=int, default=1, help='inference threads, as the node (torch_threads '
+                                                                'parameter)')
+    parser.add_argument('--pytorch', action='store_true', help='classify with the TorchScript-traced PyTorch model '
+                                                               'instead of the compiled one (the node\'s litert '
+                                                               'parameter false)')
     parser.add_argument('--video', type=Path, default=DEFAULT_VIDEO)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.torch_threads)
     frames = letterboxed_frames(args.video, 640, 480)
     messages = [bgr_to_image_message(frame, Image().header) for frame in frames]
-    classifier = ExpressionClassifier(ModelStore([SHIPPED_MODEL_DIR]).resolve(args.model), 'cpu', name=args.model,
-                                      torchscript=not args.eager, litert=not args.no_litert)
+    classifier, _ = load_classifier(ModelStore([SHIPPED_MODEL_DIR]).resolve(args.model), 'cpu', name=args.model,
+                                    compiled=not args.pytorch, num_threads=args.threads)
     classifier.warm_up()
-    print(f'{args.model}: {classifier.runtime}, {args.torch_threads} torch thread(s)')
+    print(f'{args.model}: {classifier.runtime}, {args.threads} thread(s)')
     detector = FaceMeshDetector(4, 0.5, video_mode=True)
     tracker = FaceTracker()
     times = {stage: [] for stage in STAGES}
@@ -64,7 +63,7 @@ def main(argv=None) -> int:
 
     try:
         for index in range(args.frames + 10):
-            if index == 10:  # the first frames warm MediaPipe and torch up
+            if index == 10:  # the first frames warm MediaPipe and the classifier up
                 times = {stage: [] for stage in STAGES}
                 totals = []
             message = messages[index % len(messages)]
@@ -91,7 +90,7 @@ def main(argv=None) -> int:
     finally:
         detector.close()
     print(f'{args.frames} frames of {args.video.name} at 640x480, model {args.model} '
-          f'({"eager" if args.eager else "TorchScript"}), torch threads {args.torch_threads}, {os.cpu_count()} CPUs; '
+          f'({classifier.runtime}), {args.threads} inference thread(s), {os.cpu_count()} CPUs; '
           'milliseconds per frame:')
     print(f"{'stage':<16}{'median':>8}{'p95':>8}{'share':>8}")
     total_median = float(np.median(totals))

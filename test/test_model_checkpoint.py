@@ -7,10 +7,12 @@ import torch
 
 from fer_ros.data.landmarks import mean_template
 from fer_ros.labels import FER2013_LABELS
-from fer_ros.model import CNNSEGCN, CNNSEGCNConfig
-from fer_ros.model.checkpoint import (ModelLoadError, load_model, load_training_state, save_checkpoint,
-                                      save_training_state)
-from fer_ros.model.inference import ExpressionClassifier, align_face
+from fer_ros.model.checkpoint import (ARCHITECTURES, ModelLoadError, load_model, load_training_state,
+                                      save_checkpoint, save_training_state)
+from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig
+from fer_ros.model.inference import ExpressionClassifier
+from fer_ros.model.metadata import ARCHITECTURE_NAMES
+from fer_ros.vision.alignment import align_face
 
 torch.set_num_threads(1)
 TINY = dict(cnn_widths=(8, 8, 16, 16), gcn_widths=(8, 8), geometry_dim=8, fusion_dim=16)
@@ -131,6 +133,10 @@ def test_non_finite_weights_are_refused(tmp_path):
     save_checkpoint(tmp_path / 'nan', model, {'labels': list(FER2013_LABELS)})
     with pytest.raises(ModelLoadError, match='NaN or infinite'):
         load_model(tmp_path / 'nan')
+
+
+def test_metadata_knows_every_architecture_checkpoints_build():
+    assert ARCHITECTURE_NAMES == set(ARCHITECTURES)
 
 
 def test_classifier_is_named_as_loaded_not_by_its_metadata(saved):

@@ -3,11 +3,12 @@ import pytest
 import torch
 
 from fer_ros.data.landmarks import mean_template
-from fer_ros.model import CNNSEGCN, CNNSEGCNConfig, GeometryDiscriminator, SqueezeExcite, se_resnet18
 from fer_ros.model.attacks import fgsm, pgd, robustness_report
+from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig, GeometryDiscriminator
 from fer_ros.model.landmark_graph import facemesh_edge_index, normalized_adjacency_csr
 from fer_ros.model.losses import (FocalLoss, LossConfig, TrainingObjective, discriminator_loss,
                                   geometric_constraint_loss)
+from fer_ros.model.se_resnet import SqueezeExcite, se_resnet18
 
 torch.set_num_threads(1)
 TINY = dict(cnn_widths=(8, 16, 16, 16), gcn_widths=(8, 8), geometry_dim=8, fusion_dim=16)

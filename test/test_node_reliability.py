@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from fer_ros.fuzz import REFUSE, fuzz_frames
 from fer_ros.nodes.emotion_node import PARAMETERS, EmotionNode, pipeline_health
+from fer_ros.nodes.entry import run_node
 from fer_ros.nodes.ros_image import bgr_to_image_message
 from fer_ros.srv import RunSelfCheck, SwitchModel
 from model_fixtures import write_tiny_model
@@ -120,6 +122,20 @@ def test_a_diagnostics_timer_that_fires_as_ctrl_c_comes_ends_quietly(tmp_path):
         timer.callback()  # the same, once Ctrl-C has shut the context down: no error
     finally:
         node.destroy_node()
+
+
+def test_a_node_woken_mid_callback_by_ctrl_c_ends_quietly_and_a_real_failure_still_shows():
+    def shut_down_then_fail(node):
+        rclpy.shutdown(context=node.context)  # what Ctrl-C does while a callback runs
+        raise RuntimeError('Unable to convert call argument to Python object')  # the executor, woken
+
+    assert run_node(lambda: Node('quiet_exit'), 'quiet_exit', shut_down_then_fail) == 0
+
+    def fail(node):
+        raise RuntimeError('a real failure')
+
+    with pytest.raises(RuntimeError, match='a real failure'):
+        run_node(lambda: Node('loud_exit'), 'loud_exit', fail)
 
 
 @pytest.mark.parametrize('received, bad, expected_rate, level, message', [

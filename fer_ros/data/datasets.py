@@ -2,7 +2,7 @@
 
 Loading is two steps: a ``*_samples`` function lists the images (paths or
 in-memory arrays) with label indices, then :func:`prepare_faces` aligns every
-image with :func:`fer_ros.model.inference.align_face` on its cached MediaPipe
+image with :func:`fer_ros.vision.alignment.align_face` on its cached MediaPipe
 landmarks (exactly what the ROS node does at inference) into uint8 crops and
 crop-normalised landmarks held in memory. Images without a detected face keep
 their own framing (resized) and get the mean landmark template, with
@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from fer_ros.data.landmarks import load_image, mean_template
 from fer_ros.labels import CKPLUS_LABELS, FER2013_LABELS, canonical_label
-from fer_ros.model.inference import align_face
+from fer_ros.vision.alignment import align_face
 
 IMAGE_SUFFIXES = {'.jpg', '.jpeg', '.png', '.bmp', '.pgm'}
 FER2013_CSV_USAGE = {'train': 'Training', 'val': 'PublicTest', 'test': 'PrivateTest'}

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 
 from fer_ros.data.augment import hflip_landmarks
 from fer_ros.data.landmarks import content_key
-from fer_ros.model.face_mesh_features import FACE_LANDMARK_SHA256, GRAPH_INPUT_SIZE
+from fer_ros.vision.face_mesh_files import FACE_LANDMARK_SHA256, GRAPH_INPUT_SIZE
 
 AUGMENTATIONS = ('none', 'hflip')
 FORMAT_VERSION = 1

@@ -19,7 +19,7 @@ import numpy as np
 
 from fer_ros.data.datasets import PreparedFaces, load_samples
 from fer_ros.data.landmarks import LandmarkCache, load_image, mean_template
-from fer_ros.model.inference import alignment_matrix, warp_face
+from fer_ros.vision.alignment import alignment_matrix, warp_face
 
 FORMAT = 'fer_ros packed faces 1'
 

@@ -1,6 +1,5 @@
-"""CNN-SE-GCN facial-expression model, checkpoints and inference (no ROS imports)."""
-from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig, CNNSEGCNOutput, GeometryDiscriminator
-from fer_ros.model.se_resnet import SEResNet, SqueezeExcite, se_resnet18
+"""Expression models, checkpoints and inference (no ROS imports).
 
-__all__ = ['CNNSEGCN', 'CNNSEGCNConfig', 'CNNSEGCNOutput', 'GeometryDiscriminator',
-           'SEResNet', 'SqueezeExcite', 'se_resnet18']
+The serving path (:mod:`fer_ros.model.compiled`, :mod:`fer_ros.model.metadata`) imports no PyTorch; the
+model definitions and training do.
+"""

@@ -2,7 +2,7 @@
 
 Inputs: ``image`` [B, 1, 48, 48] float in [0, 1] (standardised inside the
 model) and ``landmarks`` [B, 468, 3] crop-normalised (x, y in [0, 1] of the
-crop, z in crop widths, as :func:`fer_ros.model.inference.align_face` returns).
+crop, z in crop widths, as :func:`fer_ros.vision.alignment.align_face` returns).
 """
 from dataclasses import dataclass
 from typing import NamedTuple, Optional

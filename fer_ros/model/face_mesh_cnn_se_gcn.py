@@ -26,7 +26,6 @@ the node feeds it exactly what training saw. Inside:
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fer_ros.model.cnn_se_gcn import CNNSEGCNOutput, FusionHead, LandmarkHead
@@ -40,6 +39,11 @@ ARCHITECTURE = 'cnn_se_gcn_facemesh'
 STAGES = ('48px', '24px', '12px', '6px')
 POOLED_STAGES = ('24px', '12px', '6px')   # the CNN branch reads these maps
 SAMPLED_STAGES = ('24px', '12px')         # the GCN's node features sample these at the landmarks
+
+
+def stage_side(stage: str) -> int:
+    """A stage's map side in pixels ('12px' -> 12)."""
+    return int(stage.removesuffix('px'))
 
 
 @dataclass
@@ -68,12 +72,28 @@ class FaceMeshCNNSEGCNConfig(ConfigDict):
         return self.use_gcn or self.landmark_head
 
 
+class GridAveragePool(nn.Module):
+    """``nn.AdaptiveAvgPool2d(grid)`` for square maps of side ``size``, as two products with a fixed
+    averaging matrix: the same values, and exportable to ONNX when ``grid`` does not divide ``size``."""
+
+    def __init__(self, size: int, grid: int):
+        super().__init__()
+        weights = torch.zeros(grid, size)
+        for row in range(grid):  # PyTorch's adaptive bins: floor(i S / G) .. ceil((i + 1) S / G)
+            start, end = row * size // grid, -(-(row + 1) * size // grid)
+            weights[row, start:end] = 1.0 / (end - start)
+        self.register_buffer('weights', weights, persistent=False)
+
+    def forward(self, x):
+        return self.weights @ x @ self.weights.T
+
+
 class StagePool(nn.Module):
     """One stage's map -> average pool to a grid -> SE over channels -> flat vector."""
 
-    def __init__(self, channels, grid, use_se):
+    def __init__(self, channels, size, grid, use_se):
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.pool = GridAveragePool(size, grid)
         self.se = SqueezeExcite(channels) if use_se else nn.Identity()
         self.out_features = channels * grid * grid
 
@@ -84,13 +104,25 @@ class StagePool(nn.Module):
 def sample_at_landmarks(feature_map, landmarks, crop_size):
     """Bilinear samples [B, N, C] of a map [B, C, h, w] covering the crop at crop-normalised landmarks.
 
-    Landmark x = i / S is the centre of crop pixel i (OpenCV convention), i.e.
-    (x + 0.5 / S) of the crop's extent; grid_sample's -1..1 spans that extent.
+    Landmark x = i / S is the centre of crop pixel i (OpenCV convention), i.e. at
+    (x + 0.5 / S) of the crop's extent; map cell j covers (j .. j + 1) / w of it.
+    Positions beyond the outer cell centres take the border cells (``grid_sample``
+    with ``padding_mode='border'``, ``align_corners=False``), written as gathers,
+    which run faster than ONNX Runtime's GridSample.
     """
-    grid = (2 * (landmarks[..., :2] + 0.5 / crop_size) - 1)[:, :, None, :]
-    samples = F.grid_sample(feature_map.float(), grid.float(), mode='bilinear', padding_mode='border',
-                            align_corners=False)
-    return samples[..., 0].transpose(1, 2)
+    batch, channels, height, width = feature_map.shape
+    x = ((landmarks[..., 0] + 0.5 / crop_size) * width - 0.5).clamp(0, width - 1)
+    y = ((landmarks[..., 1] + 0.5 / crop_size) * height - 0.5).clamp(0, height - 1)
+    x0, y0 = x.floor(), y.floor()
+    wx, wy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=width - 1), (y0 + 1).clamp(max=height - 1)
+    # The four neighbouring cells of each landmark as rows of the batch's [B * h * w, C] cells.
+    offsets = (torch.arange(batch, device=feature_map.device) * (height * width))[:, None, None]
+    corners = torch.stack([y0 * width + x0, y0 * width + x1, y1 * width + x0, y1 * width + x1], dim=-1)
+    weights = torch.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], dim=-1)
+    cells = feature_map.float().flatten(2).transpose(1, 2).reshape(batch * height * width, channels)
+    return (cells[corners + offsets] * weights[..., None]).sum(dim=2)
 
 
 class FaceMeshHead(nn.Module):
@@ -108,7 +140,8 @@ class FaceMeshHead(nn.Module):
             stage_section(graph, start, end, trainable=cfg.tune_stages, reinitialise=not cfg.pretrained)
             for start, end in zip(self.map_stages, self.map_stages[1:]))
         channels = [STAGE_TENSORS[stage][1] for stage in POOLED_STAGES]
-        self.pools = nn.ModuleList(StagePool(c, cfg.spatial_pool, cfg.use_se) for c in channels)
+        self.pools = nn.ModuleList(StagePool(c, stage_side(stage), cfg.spatial_pool, cfg.use_se)
+                                   for c, stage in zip(channels, POOLED_STAGES))
         cnn_features = sum(pool.out_features for pool in self.pools)
         self.standardise = nn.BatchNorm1d(cnn_features)
         self.feature_dropout = nn.Dropout(cfg.feature_dropout)

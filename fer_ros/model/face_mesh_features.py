@@ -14,44 +14,14 @@ outputs of its resolution stages (:data:`STAGE_TENSORS`, for a 192 px input):
   constants frozen or as trainable parameters initialised from the graph, so
   the last stages can be fine-tuned on cached trunk outputs.
 
-The wheel's file is checked against :data:`FACE_LANDMARK_SHA256` (mediapipe
-0.10.21): another graph would silently give other features.
+The wheel's file is checked (:mod:`fer_ros.vision.face_mesh_files`).
 """
-import hashlib
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fer_ros.vision.face_mesh_files import GRAPH_INPUT_SIZE, STAGE_TENSORS, checked_face_landmark_path
 from fer_ros.vision.tflite_graph import TFLiteGraph, load_tflite, run_operator
-
-FACE_LANDMARK_SHA256 = '1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814'
-GRAPH_INPUT_SIZE = 192
-# Stage name (feature-map side at a 192 px input) -> (graph tensor index, channels).
-STAGE_TENSORS = {'48px': (53, 32), '24px': (83, 64), '12px': (113, 128), '6px': (141, 128)}
-
-
-class FaceMeshGraphError(ValueError):
-    """The installed face mesh graph is missing or not the one the features were trained on."""
-
-
-def face_landmark_path() -> Path:
-    """face_landmark.tflite inside the installed mediapipe wheel."""
-    from fer_ros.vision.torch_face_mesh import mediapipe_model_dir
-    return mediapipe_model_dir() / 'face_landmark' / 'face_landmark.tflite'
-
-
-def checked_face_landmark_path(path=None) -> Path:
-    """The face mesh file (default: the installed wheel's) after checking it against FACE_LANDMARK_SHA256."""
-    path = Path(path) if path else face_landmark_path()
-    if not path.is_file():
-        raise FaceMeshGraphError(f'{path} not found: fer_ros needs mediapipe 0.10.21 installed')
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != FACE_LANDMARK_SHA256:
-        raise FaceMeshGraphError(f'{path} has sha256 {digest}, expected {FACE_LANDMARK_SHA256} '
-                                 '(mediapipe 0.10.21): the face features would differ from training')
-    return path
 
 
 def load_face_mesh_graph(path=None) -> TFLiteGraph:

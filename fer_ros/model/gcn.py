@@ -8,19 +8,15 @@ from fer_ros.model.landmark_graph import normalize_face_geometry, normalized_adj
 
 
 class GraphConv(nn.Module):
-    """``H' = A_hat H W + b`` for a batch of node features [B, N, F]."""
+    """``H' = A_hat H W + b`` for a batch of node features [B, N, F]; ``propagate`` multiplies by ``A_hat``."""
 
     def __init__(self, in_features, out_features):
         super().__init__()
         self.linear = nn.Linear(in_features, out_features, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_features))
 
-    def forward(self, nodes, adjacency):
-        transformed = self.linear(nodes)
-        batch, num_nodes, features = transformed.shape
-        stacked = transformed.transpose(0, 1).reshape(num_nodes, batch * features)
-        propagated = adjacency @ stacked
-        return propagated.reshape(num_nodes, batch, features).transpose(0, 1) + self.bias
+    def forward(self, nodes, propagate):
+        return propagate(self.linear(nodes)) + self.bias
 
 
 class GraphBlock(nn.Module):
@@ -33,8 +29,8 @@ class GraphBlock(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.residual = in_features == out_features
 
-    def forward(self, nodes, adjacency):
-        out = self.act(self.norm(self.conv(nodes, adjacency)))
+    def forward(self, nodes, propagate):
+        out = self.act(self.norm(self.conv(nodes, propagate)))
         return out + nodes if self.residual else out
 
 
@@ -56,6 +52,17 @@ class LandmarkGCN(nn.Module):
         self.register_buffer('col_indices', adjacency.col_indices(), persistent=False)
         self.register_buffer('adjacency_values', adjacency.values(), persistent=False)
         self.num_nodes = adjacency.shape[0]
+        # The same matrix as each node's neighbours (itself included) and weights, padded with weight 0:
+        # gathers, which ONNX export supports (sparse tensors it does not).
+        rows = torch.repeat_interleave(torch.arange(self.num_nodes), adjacency.crow_indices().diff())
+        slots = torch.arange(len(rows)) - adjacency.crow_indices()[rows]
+        width = int(slots.max()) + 1
+        neighbours = torch.zeros(self.num_nodes, width, dtype=torch.long)
+        weights = torch.zeros(self.num_nodes, width)
+        neighbours[rows, slots] = adjacency.col_indices()
+        weights[rows, slots] = adjacency.values()
+        self.register_buffer('neighbours', neighbours, persistent=False)
+        self.register_buffer('neighbour_weights', weights, persistent=False)
         in_widths = (3 + extra_features,) + tuple(widths[:-1])
         self.blocks = nn.ModuleList(GraphBlock(i, o) for i, o in zip(in_widths, widths))
         self.project = nn.Linear(2 * widths[-1], out_features)
@@ -68,14 +75,21 @@ class LandmarkGCN(nn.Module):
             return torch.sparse_csr_tensor(self.crow_indices, self.col_indices, self.adjacency_values,
                                            (self.num_nodes, self.num_nodes), check_invariants=False)
 
+    def propagate(self, nodes):
+        """``A_hat @ nodes`` for node features [B, N, F]: sparse, or by gathers while exporting to ONNX."""
+        if torch.onnx.is_in_onnx_export():
+            return (nodes[:, self.neighbours] * self.neighbour_weights[None, :, :, None]).sum(dim=2)
+        batch, num_nodes, features = nodes.shape
+        stacked = nodes.transpose(0, 1).reshape(num_nodes, batch * features)
+        return (self.adjacency() @ stacked).reshape(num_nodes, batch, features).transpose(0, 1)
+
     def forward(self, landmarks, extra=None):
         """landmarks [B, N, 3] (and extra [B, N, extra_features]) -> [B, out_features]."""
         with torch.autocast(device_type=landmarks.device.type, enabled=False):
             nodes = normalize_face_geometry(landmarks.float())
             if extra is not None:
                 nodes = torch.cat([nodes, extra.float()], dim=-1)
-            adjacency = self.adjacency()
             for block in self.blocks:
-                nodes = block(nodes, adjacency)
+                nodes = block(nodes, self.propagate)
             pooled = torch.cat([nodes.mean(dim=1), nodes.amax(dim=1)], dim=1)
             return self.project(pooled)

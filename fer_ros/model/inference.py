@@ -1,91 +1,12 @@
-"""Face alignment and batched expression classification (no ROS imports).
-
-:func:`align_face` is used identically when preparing training data and at
-inference, so the model always sees the same framing.
-"""
-import math
+"""Batched expression classification with PyTorch (no ROS imports)."""
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from fer_ros.model.checkpoint import ModelLoadError, load_model
-from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN
-from fer_ros.model.litert_face_mesh import LiteRTLogits, LiteRTUnavailable
 from fer_ros.model.tracing import frozen_trace
-
-# Eye corners of the MediaPipe face mesh, image-left eye then image-right eye.
-LEFT_EYE_CORNERS = (33, 133)
-RIGHT_EYE_CORNERS = (263, 362)
-# Crop side / landmark bounding-box side, and the crop centre's upward shift
-# from the box centre (fraction of the side): both measured on FER-2013 crops
-# (mesh box 39 x 43 px in a 48 px crop, box centre 4.7 % below crop centre).
-FACE_SCALE = 1.12
-VERTICAL_OFFSET = 0.047
-WARP_OVERSAMPLING = 4
-
-
-def alignment_matrix(landmarks_px, output_size=48):
-    """The 2x3 affine from image pixels to the oversampled work square of :func:`align_face`.
-
-    The face is rotated about the eye midpoint so the eye-corner centres
-    (landmarks 33/133 and 263/362) are level; the crop is the square of side
-    ``FACE_SCALE`` x the larger side of the rotated landmarks' bounding box,
-    centred on that box shifted up by ``VERTICAL_OFFSET`` x side. Returns
-    (matrix float64 [2, 3], scale from image pixels to work pixels).
-    """
-    points = np.asarray(landmarks_px, dtype=np.float64)
-    left_eye = points[list(LEFT_EYE_CORNERS), :2].mean(axis=0)
-    right_eye = points[list(RIGHT_EYE_CORNERS), :2].mean(axis=0)
-    eye_centre = (left_eye + right_eye) / 2
-    dx, dy = right_eye - left_eye
-    angle = math.atan2(dy, dx)
-    rotation = np.array([[math.cos(angle), math.sin(angle)], [-math.sin(angle), math.cos(angle)]])
-    rotated = (points[:, :2] - eye_centre) @ rotation.T
-    low, high = rotated.min(axis=0), rotated.max(axis=0)
-    side = max(FACE_SCALE * float((high - low).max()), 1.0)
-    crop_centre = (low + high) / 2 - np.array([0.0, VERTICAL_OFFSET * side])
-    work_size = output_size * WARP_OVERSAMPLING
-    scale = work_size / side
-    matrix = np.zeros((2, 3))
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = -scale * (rotation @ eye_centre + crop_centre) + work_size / 2
-    return matrix, scale
-
-
-def warp_face(gray, matrix, output_size=48):
-    """uint8 gray crop [S, S]: ``gray`` warped by an :func:`alignment_matrix`, border replicated,
-    then area-averaged down from the oversampled work square."""
-    work_size = output_size * WARP_OVERSAMPLING
-    warped = cv2.warpAffine(gray, matrix, (work_size, work_size), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)
-    return cv2.resize(warped, (output_size, output_size), interpolation=cv2.INTER_AREA)
-
-
-def align_face(image, landmarks_px, output_size=48):
-    """Similarity-align a face into a square crop like FER-2013's framing (:func:`alignment_matrix`).
-
-    ``image``: uint8 gray [H, W] or BGR [H, W, 3]. ``landmarks_px``: [468, 3]
-    MediaPipe landmarks in image pixels (x, y; z in the same pixel scale,
-    i.e. MediaPipe's normalised z times the image width). Pixels outside the
-    image replicate the border. Returns (crop uint8 [S, S] gray, landmarks
-    float32 [468, 3] crop-normalised: x, y in [0, 1] of the crop, z divided by
-    the crop side).
-    """
-    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    points = np.asarray(landmarks_px, dtype=np.float64)
-    matrix, scale = alignment_matrix(points, output_size)
-    crop = warp_face(gray, matrix, output_size)
-    work_size = output_size * WARP_OVERSAMPLING
-    aligned = np.empty_like(points)
-    work_xy = points[:, :2] @ matrix[:, :2].T + matrix[:, 2]
-    # INTER_AREA: output pixel j averages work pixels F*j .. F*j + F - 1.
-    aligned[:, :2] = (work_xy - (WARP_OVERSAMPLING - 1) / 2) / WARP_OVERSAMPLING / output_size
-    aligned[:, 2] = points[:, 2] * scale / work_size
-    return crop, aligned.astype(np.float32)
-
 
 def resolve_device(device='auto'):
     """'auto' -> cuda when available else cpu; 'cpu', 'cuda' and 'cuda:N' pass through."""
@@ -123,26 +44,19 @@ class ExpressionClassifier:
     ``torchscript``: run predictions through the TorchScript-traced model
     (outputs equal to the eager model within 1e-4, a test checks it; about
     15-45% less time per face on CPU); a model that cannot be traced runs
-    eagerly and :attr:`trace_error` says why. ``litert``: on a CPU, run the
-    frozen face mesh part of a face-mesh model (the default model) with LiteRT
-    (:mod:`fer_ros.model.litert_face_mesh`; logits equal within 1e-4, checked
-    at load); other models and devices ignore it, and :attr:`litert_error`
-    says why it could not be used. :attr:`model` stays the eager PyTorch one
-    (the self-check needs its gradients).
+    eagerly and :attr:`trace_error` says why. :attr:`model` stays the eager
+    PyTorch one (the self-check needs its gradients). On a CPU, face-mesh
+    models are served faster and in less memory by
+    :class:`fer_ros.model.compiled.CompiledClassifier`.
     """
 
-    def __init__(self, model_path, device='auto', name=None, torchscript=False, litert=False):
+    def __init__(self, model_path, device='auto', name=None, torchscript=False):
         self._device = resolve_device(device)
         self._model, self._metadata = load_model(model_path, self._device)
         self._name = name or Path(model_path).with_suffix('').name
-        self._traced = self._litert = None
-        self.trace_error = self.litert_error = ''
-        if litert and self._device.type == 'cpu' and isinstance(self._model, FaceMeshCNNSEGCN):
-            try:
-                self._litert = LiteRTLogits(self._model, torch.get_num_threads(), torchscript)
-            except (LiteRTUnavailable, RuntimeError, ValueError) as error:
-                self.litert_error = str(error)
-        if torchscript and self._litert is None:
+        self._traced = None
+        self.trace_error = ''
+        if torchscript:
             try:
                 self._traced = traced_logits(self._model, self.input_size, self._model.config.num_landmarks,
                                              self._device)
@@ -155,8 +69,8 @@ class ExpressionClassifier:
 
     @property
     def runtime(self) -> str:
-        """How predict() runs: 'litert' (face mesh on LiteRT, head in PyTorch), 'torchscript' or 'eager'."""
-        return 'litert' if self._litert is not None else 'torchscript' if self._traced is not None else 'eager'
+        """How predict() runs: 'torchscript' or 'eager'."""
+        return 'torchscript' if self._traced is not None else 'eager'
 
     @property
     def labels(self):
@@ -188,6 +102,10 @@ class ExpressionClassifier:
     def model(self):
         return self._model
 
+    def for_gradients(self):
+        """A classifier whose :attr:`model` gives gradients: this one."""
+        return self
+
     @torch.no_grad()
     def predict(self, crops, landmarks=None):
         """Class probabilities float32 [N, C] in one batched forward pass.
@@ -211,11 +129,7 @@ class ExpressionClassifier:
             if points.shape != (len(crops), self._model.config.num_landmarks, 3):
                 raise ValueError(f'landmarks must be [{len(crops)}, {self._model.config.num_landmarks}, 3], '
                                  f'got {tuple(points.shape)}')
-        if self._litert is not None:
-            if points is None:  # the head's trace takes landmarks; a model without a GCN ignores them
-                points = torch.zeros(len(crops), self._model.config.num_landmarks, 3)
-            logits = self._litert(images, points)
-        elif self._traced is not None:
+        if self._traced is not None:
             if points is None:  # the traced graph takes landmarks; a model without a GCN ignores them
                 points = torch.zeros(len(crops), self._model.config.num_landmarks, 3, device=self._device)
             logits = self._traced(images, points)

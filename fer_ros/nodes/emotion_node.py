@@ -23,6 +23,7 @@ it (no work at all while inactive), cleanup frees the model. With
 
 import json
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -31,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import rclpy
 import rclpy.parameter
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -40,15 +40,14 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from fer_ros.model.checkpoint import ModelLoadError
-from fer_ros.model.inference import ExpressionClassifier, resolve_device
+from fer_ros.model.metadata import ModelLoadError
+from fer_ros.model.serving import load_classifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelNameError, ModelStore
 from fer_ros.msg import EmotionArray, EmotionStamped, SelfCheckResult
 from fer_ros.nodes.entry import parameter_descriptor, run_node, spin_with_threads, unless_shut_down
 from fer_ros.nodes.rep155 import Rep155Output, hri_msgs_available
 from fer_ros.nodes.ros_image import bgr_to_image_message, message_to_bgr
 from fer_ros.pipeline import EmotionPipeline, FaceEmotion, PipelineSettings
-from fer_ros.robustness import ATTACKS, SelfCheckError, run_self_check
 from fer_ros.srv import RunSelfCheck, SwitchModel
 from fer_ros.vision.annotate import annotate_faces
 from fer_ros.vision.image_codec import MAX_PIXELS, ImageDecodeError
@@ -64,13 +63,14 @@ PARAMETERS = {
     'model': (DEFAULT_MODEL, 'model name, looked up in model_dir then in the shipped weights'),
     'model_dir': ('', 'user model directory searched before the shipped weights; empty for none'),
     'device': ('auto', 'inference device: auto, cpu or cuda'),
-    'torch_threads': (1, 'PyTorch intra-op threads for inference (0: torch default, one per core); 1 leaves '
+    'torch_threads': (1, 'inference threads of PyTorch, LiteRT and ONNX Runtime (0: one per core); 1 leaves '
                          'the other cores to image decoding, MediaPipe and the camera driver'),
     'torchscript': (True, 'classify with the TorchScript-traced model (same outputs within 1e-4, faster on CPU); '
                           'false: eager PyTorch'),
-    'litert': (True, 'on CPU, run the frozen face mesh part of face-mesh models (the default model) with LiteRT, '
-                     'TFLite\'s runtime (logits equal within 1e-4, checked at load; about 6 ms less per face); '
-                     'false: PyTorch'),
+    'litert': (True, 'on CPU, serve face-mesh models (the default model) without PyTorch: the face mesh graph '
+                     'on LiteRT, the trained head on ONNX Runtime (exported once per weights file to '
+                     '$ROS_HOME/fer_ros/compiled, logits checked against PyTorch within 1e-4); half the memory, '
+                     'faster; false: PyTorch'),
     'max_faces': (4, 'most faces per frame, 1 to 32'),
     'min_detection_confidence': (0.5, 'MediaPipe face detection threshold, 0 to 1'),
     'video_mode': (True, 'let MediaPipe track landmarks between frames of a stream (False: every frame alone)'),
@@ -131,6 +131,12 @@ def validate_parameters(values: dict) -> None:
 
 
 RATE_TOLERANCE = 0.8  # inputs slower than this share of expected_rate make the status WARN
+
+
+def landmark_device(device: str) -> str:
+    """The torch landmark backend's device for the ``device`` parameter (auto: cuda when available)."""
+    from fer_ros.model.inference import resolve_device  # PyTorch: only for that backend
+    return str(resolve_device(device))
 
 
 def pipeline_health(received: int, bad: int, window_s: float, expected_rate: float = 0.0) -> tuple[bytes, str]:
@@ -371,13 +377,14 @@ class EmotionNode(LifecycleNode):
             smoothing=values['smoothing'],
             seen_crops=values['seen_crops'],
             landmark_backend=values['landmark_backend'],
-            landmark_device=str(resolve_device(values['device'])))
+            landmark_device=landmark_device(values['device']) if values['landmark_backend'] == 'torch' else 'cpu')
         settings.validate()
         return settings
 
     def _apply_torch_threads(self) -> None:
-        if self._param('torch_threads'):
-            torch.set_num_threads(self._param('torch_threads'))
+        """PyTorch's thread count, where PyTorch serves (a compiled model's threads are set when it loads)."""
+        if self._param('torch_threads') and 'torch' in sys.modules:
+            sys.modules['torch'].set_num_threads(self._param('torch_threads'))
 
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         """Validate a run-time change (read-only ones are refused by rclpy); a new model must load and run."""
@@ -430,15 +437,13 @@ class EmotionNode(LifecycleNode):
 
     # -- models ---------------------------------------------------------------------
 
-    def _load_classifier(self, name: str) -> ExpressionClassifier:
+    def _load_classifier(self, name: str):
         """Resolve, load and warm up a model; ModelNameError or ModelLoadError on failure."""
-        classifier = ExpressionClassifier(self._store.resolve(name), device=self._device, name=name,
-                                          torchscript=self._param('torchscript'), litert=self._param('litert'))
-        if classifier.litert_error:
-            self.get_logger().warning(f'model {name!r} runs without LiteRT: {classifier.litert_error[:200]}')
-        if classifier.trace_error:
-            self.get_logger().warning(f'model {name!r} runs eagerly, TorchScript could not trace it: '
-                                      f'{classifier.trace_error[:200]}')
+        classifier, notes = load_classifier(self._store.resolve(name), device=self._device, name=name,
+                                            torchscript=self._param('torchscript'), compiled=self._param('litert'),
+                                            num_threads=self._param('torch_threads'))
+        for note in notes:
+            self.get_logger().warning(f'model {name!r} {note[:300]}')
         classifier.warm_up()
         return classifier
 
@@ -489,6 +494,7 @@ class EmotionNode(LifecycleNode):
     # -- self-check -----------------------------------------------------------------
 
     def _on_run_self_check(self, request, response):
+        from fer_ros.robustness import ATTACKS, SelfCheckError, run_self_check  # PyTorch, loaded on first use
         attacks = list(request.attacks) or list(ATTACKS)
         epsilons = [float(e) for e in request.epsilons] or [1.0, 2.0, 4.0, 8.0]
         samples = request.samples or self._param('self_check_samples')
@@ -499,7 +505,8 @@ class EmotionNode(LifecycleNode):
             response.message = f'the node is {self._state}: configure it before a self-check'
             return response
         try:
-            report = run_self_check(pipeline.classifier, source, attacks, epsilons, samples,
+            # The attacks need gradients: a compiled model lends its weights' PyTorch model.
+            report = run_self_check(pipeline.classifier.for_gradients(), source, attacks, epsilons, samples,
                                     seen_faces=pipeline.seen_faces)
         except SelfCheckError as error:
             response.success = False

@@ -45,13 +45,15 @@ def spin_with_threads(num_threads: int) -> Callable:
 
 def run_node(make_node, name: str, spin: Callable, args=None) -> int:
     """Run ``spin(make_node())``; exit code 1 with a FATAL line when the node cannot start (a ValueError:
-    bad parameter, unknown or broken model, missing source). MediaPipe's known stderr noise is silenced."""
+    bad parameter, unknown or broken model, missing source). What spin raises once Ctrl-C has shut the
+    context down ends the node quietly. MediaPipe's known stderr noise is silenced."""
     with StderrNoiseFilter():
         rclpy.init(args=args)
         node = None
         try:
             node = make_node()
-            spin(node)
+            with unless_shut_down(node.context):  # an executor woken mid-callback by Ctrl-C
+                spin(node)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
         except ValueError as error:  # ModelNameError, ModelLoadError and FrameSourceError are ValueErrors too

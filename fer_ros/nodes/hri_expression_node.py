@@ -13,7 +13,6 @@ Each id keeps only its newest unprocessed crop; a worker thread classifies.
 import threading
 
 import numpy as np
-import torch
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -21,12 +20,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from fer_ros.affect import valence_arousal
-from fer_ros.model.inference import ExpressionClassifier, align_face
+from fer_ros.model.serving import load_classifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.nodes.emotion_node import DEFAULT_MODEL, FrameSlots
 from fer_ros.nodes.entry import run_node, spin_with_threads
 from fer_ros.nodes.rep155 import REP155_EXPRESSIONS, TRACKED_TOPIC, hri_msgs_available
 from fer_ros.nodes.ros_image import message_to_bgr
+from fer_ros.vision.alignment import align_face
 from fer_ros.vision.face_mesh import FaceMeshDetector
 from fer_ros.vision.image_codec import ImageDecodeError
 
@@ -34,7 +34,7 @@ PARAMETERS = {
     'model': (DEFAULT_MODEL, 'model name, looked up in model_dir then in the shipped weights'),
     'model_dir': ('', 'user model directory searched before the shipped weights; empty for none'),
     'device': ('auto', 'inference device: auto, cpu or cuda'),
-    'torch_threads': (1, 'PyTorch intra-op threads (0: torch default)'),
+    'torch_threads': (1, 'inference threads of PyTorch, LiteRT and ONNX Runtime (0: one per core)'),
     'crop_topic': ('cropped', "per-face image topic under /humans/faces/<id>/: 'cropped' or 'aligned'"),
     'crop_margin': (0.5, 'border added around a crop before the mesh is searched, as a share of its side '
                          '(the face detector needs some context around a tight crop)'),
@@ -64,14 +64,15 @@ class HriExpressionNode(Node):
             raise ValueError(f'parameter crop_margin must be in [0, 2], got {param("crop_margin")}')
         if param('torch_threads') < 0:
             raise ValueError('parameter torch_threads must be >= 0')
-        if param('torch_threads'):
-            torch.set_num_threads(param('torch_threads'))
         from hri_msgs.msg import Expression, IdsList
         self._expression_type = Expression
         self._crop_topic, self._margin = param('crop_topic'), param('crop_margin')
         model = param('model')
-        self._classifier = ExpressionClassifier(ModelStore([param('model_dir'), SHIPPED_MODEL_DIR]).resolve(model),
-                                                device=param('device'), name=model)
+        self._classifier, notes = load_classifier(ModelStore([param('model_dir'), SHIPPED_MODEL_DIR]).resolve(model),
+                                                  device=param('device'), name=model,
+                                                  num_threads=param('torch_threads'))
+        for note in notes:
+            self.get_logger().warning(f'model {model!r} {note[:300]}')
         self._classifier.warm_up()
         self._detector = FaceMeshDetector(max_faces=1, video_mode=False)
         self._faces: dict[str, tuple[object, object]] = {}  # id -> (crop subscription, expression publisher)

@@ -18,7 +18,6 @@ Copyright The MediaPipe Authors), read from the installed mediapipe wheel.
 """
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from fer_ros.vision.face_mesh import NUM_LANDMARKS, DetectedFace, landmark_box
+from fer_ros.vision.face_mesh_files import mediapipe_model_dir
 from fer_ros.vision.tflite_graph import load_tflite
 
 DETECTOR_SIZE = 128
@@ -34,16 +34,6 @@ ROI_SCALE = 1.5
 NMS_IOU = 0.3
 SCORE_CLIP = 100.0
 MIN_PRESENCE = 0.5  # face-presence score of the mesh, below which MediaPipe drops the face
-
-
-def mediapipe_model_dir() -> Path:
-    """The ``modules`` folder of the installed mediapipe wheel (face detection and face landmark graphs),
-    or ``$FER_ROS_MEDIAPIPE_MODULES``: a copy of it on a machine without mediapipe (a GPU server on numpy 2)."""
-    override = os.environ.get('FER_ROS_MEDIAPIPE_MODULES')
-    if override:
-        return Path(override)
-    import mediapipe
-    return Path(mediapipe.__file__).resolve().parent / 'modules'
 
 
 def ssd_anchors() -> torch.Tensor:

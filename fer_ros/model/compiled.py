@@ -1,0 +1,156 @@
+"""Face-mesh models served on a CPU without PyTorch: LiteRT runs the face mesh graph, ONNX Runtime the head.
+
+PyTorch is half of a node's memory (``import torch`` alone is about 540 MB
+resident with the PyPI wheel). A :class:`CompiledClassifier` needs only
+LiteRT, ONNX Runtime and numpy: the head is exported once per weights file
+by :mod:`fer_ros.model.head_export` in a child process (which checks ONNX
+Runtime's logits against PyTorch's) and kept in a cache folder, keyed by the
+weights' sha256. Later loads check the cached file's sha256 and start in
+well under a second.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from fer_ros.model.litert_face_mesh import LiteRTFaceMesh, graph_inputs
+from fer_ros.model.metadata import ModelLoadError, checkpoint_paths, file_sha256, read_metadata
+
+FACE_MESH_ARCHITECTURE = 'cnn_se_gcn_facemesh'
+EXPORT_TIMEOUT_S = 600.0
+
+
+class CompiledUnavailable(RuntimeError):
+    """The model cannot be served this way (another architecture, no ONNX Runtime, a failed export)."""
+
+
+def default_cache_dir() -> Path:
+    """``$ROS_HOME/fer_ros/compiled`` (``~/.ros/fer_ros/compiled`` by default)."""
+    return Path(os.environ.get('ROS_HOME', Path.home() / '.ros')).expanduser() / 'fer_ros' / 'compiled'
+
+
+def _description(onnx_path: Path, weights_sha256: str) -> dict | None:
+    """The cached export's description when it belongs to these weights and the file is intact."""
+    try:
+        description = json.loads(onnx_path.with_suffix('.json').read_text())
+        intact = (description['weights_sha256'] == weights_sha256
+                  and description['onnx_sha256'] == file_sha256(onnx_path))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return description if intact else None
+
+
+def compiled_head(model_path, cache_dir=None) -> tuple[Path, dict]:
+    """(ONNX file, description) of the model's head, exported (in a child process) unless cached."""
+    weights_path, _ = checkpoint_paths(model_path)
+    metadata = read_metadata(model_path)
+    if metadata['architecture'] != FACE_MESH_ARCHITECTURE:
+        raise CompiledUnavailable(f'{metadata["architecture"]} models run in PyTorch')
+    if not weights_path.is_file():
+        raise ModelLoadError(f'model weights file {weights_path} not found')
+    weights_sha256 = file_sha256(weights_path)
+    if metadata.get('weights_sha256', weights_sha256) != weights_sha256:
+        raise ModelLoadError(f'weights file {weights_path} does not match the sha256 in its JSON '
+                             '(truncated, corrupted or replaced)')
+    onnx_path = Path(cache_dir or default_cache_dir()) / f'{weights_path.stem}-{weights_sha256[:16]}.onnx'
+    description = _description(onnx_path, weights_sha256)
+    if description is None:
+        command = [sys.executable, '-m', 'fer_ros.model.head_export', str(weights_path), str(onnx_path)]
+        try:
+            export = subprocess.run(command, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise CompiledUnavailable(f'the head export took more than {EXPORT_TIMEOUT_S:g} s') from None
+        if export.returncode != 0:
+            lines = export.stderr.strip().splitlines() or [f'exit code {export.returncode}']
+            raise CompiledUnavailable(lines[-1])
+        description = _description(onnx_path, weights_sha256)
+        if description is None:
+            raise CompiledUnavailable(f'the head export left no valid {onnx_path}')
+    return onnx_path, description
+
+
+class CompiledClassifier:
+    """A face-mesh checkpoint that classifies batches of aligned crops on LiteRT + ONNX Runtime.
+
+    The same interface as :class:`fer_ros.model.inference.ExpressionClassifier`
+    (probabilities equal to its eager model's within 1e-4; a test checks it),
+    on the CPU only. :meth:`for_gradients` loads the PyTorch model of the same
+    weights when something needs gradients (the self-check).
+    """
+
+    runtime = 'litert+onnxruntime'
+    device = 'cpu'
+
+    def __init__(self, model_path, name=None, num_threads: int = 1, cache_dir=None):
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise CompiledUnavailable(f'ONNX Runtime is not installed: {error}') from None
+        onnx_path, description = compiled_head(model_path, cache_dir)
+        self._model_path = model_path
+        self._metadata = read_metadata(model_path)
+        self._name = name or Path(model_path).with_suffix('').name
+        config = self._metadata['config']
+        self.input_size, self.num_landmarks = int(config['input_size']), int(config['num_landmarks'])
+        self.uses_landmarks = bool(config.get('use_gcn', True))
+        self._graph = LiteRTFaceMesh(description['stages'], num_threads)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = options.inter_op_num_threads = max(1, num_threads)
+        self._session = onnxruntime.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
+        self._inputs = description['inputs']
+        self._for_gradients = None
+        self._for_gradients_lock = threading.Lock()
+
+    @property
+    def labels(self):
+        """Class names, in logit order."""
+        return tuple(self._metadata['labels'])
+
+    @property
+    def name(self):
+        return self._name
+
+    @property
+    def metadata(self):
+        return dict(self._metadata)
+
+    def predict(self, crops, landmarks=None):
+        """Class probabilities float32 [N, C]: ``crops`` uint8 [N, S, S] and crop-normalised ``landmarks``
+        [N, 468, 3] from :func:`fer_ros.vision.alignment.align_face` (required when :attr:`uses_landmarks`)."""
+        crops = np.asarray(crops)
+        size = self.input_size
+        if crops.ndim != 3 or crops.shape[1:] != (size, size):
+            raise ValueError(f'crops must be [N, {size}, {size}], got {crops.shape}')
+        if len(crops) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        if landmarks is None:
+            if self.uses_landmarks:
+                raise ValueError(f'model {self.name} needs landmarks')
+            landmarks = np.zeros((len(crops), self.num_landmarks, 3), np.float32)  # the head ignores them
+        landmarks = np.asarray(landmarks, np.float32)
+        if landmarks.shape != (len(crops), self.num_landmarks, 3):
+            raise ValueError(f'landmarks must be [{len(crops)}, {self.num_landmarks}, 3], got {landmarks.shape}')
+        maps = self._graph(graph_inputs(crops))
+        logits = self._session.run(None, dict(zip(self._inputs, (maps[0], landmarks, *maps[1:]))))[0]
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def warm_up(self) -> None:
+        """One forward pass on a blank face; ModelLoadError when it does not answer finite probabilities."""
+        size = self.input_size
+        probabilities = self.predict(np.zeros((1, size, size), np.uint8),
+                                     np.full((1, self.num_landmarks, 3), 0.5, np.float32))
+        if not np.isfinite(probabilities).all():
+            raise ModelLoadError(f'model {self.name!r} answers non-finite probabilities {probabilities[0]}')
+
+    def for_gradients(self):
+        """The same weights as an :class:`~fer_ros.model.inference.ExpressionClassifier` (loads PyTorch)."""
+        with self._for_gradients_lock:
+            if self._for_gradients is None:
+                from fer_ros.model.inference import ExpressionClassifier
+                self._for_gradients = ExpressionClassifier(self._model_path, device='cpu', name=self._name)
+            return self._for_gradients
