@@ -21,6 +21,8 @@ from fer_ros.model.litert_face_mesh import LiteRTFaceMesh, graph_inputs
 from fer_ros.model.metadata import ModelLoadError, checkpoint_paths, file_sha256, read_metadata
 
 FACE_MESH_ARCHITECTURE = 'cnn_se_gcn_facemesh'
+# Bumped whenever the head's code or its export changes, so no cache keeps an export of older code.
+HEAD_EXPORT_VERSION = 3
 EXPORT_TIMEOUT_S = 600.0
 
 
@@ -38,6 +40,7 @@ def _description(onnx_path: Path, weights_sha256: str) -> dict | None:
     try:
         description = json.loads(onnx_path.with_suffix('.json').read_text())
         intact = (description['weights_sha256'] == weights_sha256
+                  and description['export_version'] == HEAD_EXPORT_VERSION
                   and description['onnx_sha256'] == file_sha256(onnx_path))
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -56,7 +59,8 @@ def compiled_head(model_path, cache_dir=None) -> tuple[Path, dict]:
     if metadata.get('weights_sha256', weights_sha256) != weights_sha256:
         raise ModelLoadError(f'weights file {weights_path} does not match the sha256 in its JSON '
                              '(truncated, corrupted or replaced)')
-    onnx_path = Path(cache_dir or default_cache_dir()) / f'{weights_path.stem}-{weights_sha256[:16]}.onnx'
+    onnx_path = (Path(cache_dir or default_cache_dir())
+                 / f'{weights_path.stem}-{weights_sha256[:16]}-v{HEAD_EXPORT_VERSION}.onnx')
     description = _description(onnx_path, weights_sha256)
     if description is None:
         command = [sys.executable, '-m', 'fer_ros.model.head_export', str(weights_path), str(onnx_path)]

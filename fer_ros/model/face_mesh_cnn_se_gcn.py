@@ -166,6 +166,18 @@ class FaceMeshHead(nn.Module):
         any runner of the face mesh graph (LiteRT) can supply their maps."""
         return self.config.pretrained and not self.config.tune_stages
 
+    def appearance_at_landmarks(self, maps, landmarks):
+        """The GCN's appearance node features [B, N, appearance_dim]: the stage maps sampled at the
+        landmarks, concatenated, through ``appearance`` (Linear, LayerNorm, ReLU). The linear layer is
+        applied to the maps before sampling (both are linear, so the result is the same) and the
+        samples are read from appearance_dim channels instead of 192: a third of the head's time."""
+        linear, rest = self.appearance[0], self.appearance[1:]
+        weights = linear.weight.split([stage_map.shape[1] for stage_map in maps], dim=1)
+        projected = sum(sample_at_landmarks(torch.einsum('dc,bchw->bdhw', weight, stage_map.float()),
+                                            landmarks, self.config.input_size)
+                        for weight, stage_map in zip(weights, maps))
+        return rest(projected + linear.bias)
+
     def forward(self, features, landmarks=None, stage_maps=None):
         """``features``: the cached stage's map; ``stage_maps``: the later stages' maps (``map_stages[1:]``
         order) when computed elsewhere, for :attr:`frozen_graph_stages` heads only."""
@@ -188,9 +200,7 @@ class FaceMeshHead(nn.Module):
                 raise ValueError('this model uses landmarks (use_gcn=True) but none were given')
             extra = None
             if self.appearance is not None:
-                sampled = [sample_at_landmarks(by_stage[stage], landmarks, self.config.input_size)
-                           for stage in SAMPLED_STAGES]
-                extra = self.appearance(torch.cat(sampled, dim=-1))
+                extra = self.appearance_at_landmarks([by_stage[stage] for stage in SAMPLED_STAGES], landmarks)
             geometry = self.gcn(landmarks, extra)
             parts.append(geometry.to(parts[0].dtype))
         fused = self.fusion(torch.cat(parts, dim=1))

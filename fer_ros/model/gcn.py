@@ -52,17 +52,8 @@ class LandmarkGCN(nn.Module):
         self.register_buffer('col_indices', adjacency.col_indices(), persistent=False)
         self.register_buffer('adjacency_values', adjacency.values(), persistent=False)
         self.num_nodes = adjacency.shape[0]
-        # The same matrix as each node's neighbours (itself included) and weights, padded with weight 0:
-        # gathers, which ONNX export supports (sparse tensors it does not).
-        rows = torch.repeat_interleave(torch.arange(self.num_nodes), adjacency.crow_indices().diff())
-        slots = torch.arange(len(rows)) - adjacency.crow_indices()[rows]
-        width = int(slots.max()) + 1
-        neighbours = torch.zeros(self.num_nodes, width, dtype=torch.long)
-        weights = torch.zeros(self.num_nodes, width)
-        neighbours[rows, slots] = adjacency.col_indices()
-        weights[rows, slots] = adjacency.values()
-        self.register_buffer('neighbours', neighbours, persistent=False)
-        self.register_buffer('neighbour_weights', weights, persistent=False)
+        # The same matrix dense, for ONNX export (no sparse tensors there; one MatMul runs fast).
+        self.register_buffer('dense_adjacency', adjacency.to_dense(), persistent=False)
         in_widths = (3 + extra_features,) + tuple(widths[:-1])
         self.blocks = nn.ModuleList(GraphBlock(i, o) for i, o in zip(in_widths, widths))
         self.project = nn.Linear(2 * widths[-1], out_features)
@@ -76,9 +67,9 @@ class LandmarkGCN(nn.Module):
                                            (self.num_nodes, self.num_nodes), check_invariants=False)
 
     def propagate(self, nodes):
-        """``A_hat @ nodes`` for node features [B, N, F]: sparse, or by gathers while exporting to ONNX."""
+        """``A_hat @ nodes`` for node features [B, N, F]: sparse, or dense while exporting to ONNX."""
         if torch.onnx.is_in_onnx_export():
-            return (nodes[:, self.neighbours] * self.neighbour_weights[None, :, :, None]).sum(dim=2)
+            return self.dense_adjacency @ nodes
         batch, num_nodes, features = nodes.shape
         stacked = nodes.transpose(0, 1).reshape(num_nodes, batch * features)
         return (self.adjacency() @ stacked).reshape(num_nodes, batch, features).transpose(0, 1)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fer_ros.model.checkpoint import load_model
+from fer_ros.model.compiled import HEAD_EXPORT_VERSION
 from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN
 from fer_ros.model.litert_face_mesh import LiteRTFaceMesh, graph_inputs
 from fer_ros.model.metadata import checkpoint_paths, file_sha256
@@ -88,9 +89,10 @@ def export_head(weights_path, onnx_path) -> dict:
         os.replace(partial, onnx_path)
     finally:
         partial.unlink(missing_ok=True)
-    return {'weights_sha256': file_sha256(checkpoint_paths(weights_path)[0]), 'onnx_sha256': file_sha256(onnx_path),
-            'stages': list(stages), 'inputs': names, 'max_difference': difference,
-            'onnxruntime': onnxruntime.__version__, 'torch': torch.__version__}
+    return {'weights_sha256': file_sha256(checkpoint_paths(weights_path)[0]),
+            'onnx_sha256': file_sha256(onnx_path), 'export_version': HEAD_EXPORT_VERSION, 'stages': list(stages),
+            'inputs': names, 'max_difference': difference, 'onnxruntime': onnxruntime.__version__,
+            'torch': torch.__version__}
 
 
 def main(argv=None) -> int:
@@ -103,7 +105,10 @@ def main(argv=None) -> int:
     except (ValueError, RuntimeError, ImportError, OSError) as error:  # ModelLoadError is a ValueError
         print(f'head export failed: {error}', file=sys.stderr)
         return 1
-    Path(args.out).with_suffix('.json').write_text(json.dumps(description, indent=2))
+    description_path = Path(args.out).with_suffix('.json')
+    partial = description_path.with_name(f'.{description_path.name}.{os.getpid()}')
+    partial.write_text(json.dumps(description, indent=2))
+    os.replace(partial, description_path)  # whole, also when two nodes export the same model at once
     return 0
 
 
