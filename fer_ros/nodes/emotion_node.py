@@ -69,8 +69,8 @@ PARAMETERS = {
                           'false: eager PyTorch'),
     'litert': (True, 'on CPU, serve face-mesh models (the default model) without PyTorch: the face mesh graph '
                      'on LiteRT, the trained head on ONNX Runtime (exported once per weights file to '
-                     '$ROS_HOME/fer_ros/compiled, logits checked against PyTorch within 1e-4); half the memory, '
-                     'faster; false: PyTorch'),
+                     '$ROS_HOME/fer_ros/compiled, logits checked against PyTorch within 1e-4): a third of the '
+                     'memory; false: PyTorch'),
     'max_faces': (4, 'most faces per frame, 1 to 32'),
     'min_detection_confidence': (0.5, 'MediaPipe face detection threshold, 0 to 1'),
     'video_mode': (True, 'let MediaPipe track landmarks between frames of a stream (False: every frame alone)'),
