@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_ros.model.classifier import CheckpointClassifier
 from fer_ros.model.litert_face_mesh import LiteRTFaceMesh, graph_inputs
 from fer_ros.model.metadata import ModelLoadError, checkpoint_paths, file_sha256, read_metadata
 
@@ -77,7 +78,7 @@ def compiled_head(model_path, cache_dir=None) -> tuple[Path, dict]:
     return onnx_path, description
 
 
-class CompiledClassifier:
+class CompiledClassifier(CheckpointClassifier):
     """A face-mesh checkpoint that classifies batches of aligned crops on LiteRT + ONNX Runtime.
 
     The same interface as :class:`fer_ros.model.inference.ExpressionClassifier`
@@ -96,10 +97,9 @@ class CompiledClassifier:
             raise CompiledUnavailable(f'ONNX Runtime is not installed: {error}') from None
         onnx_path, description = compiled_head(model_path, cache_dir)
         self._model_path = model_path
-        self._metadata = read_metadata(model_path)
-        self._name = name or Path(model_path).with_suffix('').name
-        config = self._metadata['config']
-        self.input_size, self.num_landmarks = int(config['input_size']), int(config['num_landmarks'])
+        metadata = read_metadata(model_path)
+        config = metadata['config']
+        super().__init__(model_path, metadata, name, config['input_size'], config['num_landmarks'])
         self.uses_landmarks = bool(config.get('use_gcn', True))
         self._graph = LiteRTFaceMesh(description['stages'], num_threads)
         options = onnxruntime.SessionOptions()
@@ -109,26 +109,10 @@ class CompiledClassifier:
         self._for_gradients = None
         self._for_gradients_lock = threading.Lock()
 
-    @property
-    def labels(self):
-        """Class names, in logit order."""
-        return tuple(self._metadata['labels'])
-
-    @property
-    def name(self):
-        return self._name
-
-    @property
-    def metadata(self):
-        return dict(self._metadata)
-
     def predict(self, crops, landmarks=None):
         """Class probabilities float32 [N, C]: ``crops`` uint8 [N, S, S] and crop-normalised ``landmarks``
         [N, 468, 3] from :func:`fer_ros.vision.alignment.align_face` (required when :attr:`uses_landmarks`)."""
-        crops = np.asarray(crops)
-        size = self.input_size
-        if crops.ndim != 3 or crops.shape[1:] != (size, size):
-            raise ValueError(f'crops must be [N, {size}, {size}], got {crops.shape}')
+        crops = self._checked_crops(crops)
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
         if landmarks is None:
@@ -142,14 +126,6 @@ class CompiledClassifier:
         logits = self._session.run(None, dict(zip(self._inputs, (maps[0], landmarks, *maps[1:]))))[0]
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
-
-    def warm_up(self) -> None:
-        """One forward pass on a blank face; ModelLoadError when it does not answer finite probabilities."""
-        size = self.input_size
-        probabilities = self.predict(np.zeros((1, size, size), np.uint8),
-                                     np.full((1, self.num_landmarks, 3), 0.5, np.float32))
-        if not np.isfinite(probabilities).all():
-            raise ModelLoadError(f'model {self.name!r} answers non-finite probabilities {probabilities[0]}')
 
     def for_gradients(self):
         """The same weights as an :class:`~fer_ros.model.inference.ExpressionClassifier` (loads PyTorch)."""
