@@ -84,8 +84,10 @@ def test_the_compiled_shipped_model_answers_what_pytorch_answers(real_faces, cac
     assert isinstance(gradients, ExpressionClassifier) and gradients.name == compiled.name
 
 
-def test_a_fine_tuned_head_runs_its_own_stages_after_the_litert_trunk(real_faces, tmp_path, cache_dir):
-    weights = write_face_mesh_model(tmp_path, 'tuned', tune_stages=True)
+@pytest.mark.parametrize('variant', [{'tune_stages': True}, {'use_gcn': False, 'landmark_head': False}],
+                         ids=['fine-tuned stages', 'no GCN'])
+def test_other_face_mesh_heads_answer_what_pytorch_answers(real_faces, tmp_path, cache_dir, variant):
+    weights = write_face_mesh_model(tmp_path, 'variant', **variant)
     compiled = CompiledClassifier(weights, cache_dir=cache_dir)
     crops, landmarks = real_faces
     np.testing.assert_allclose(compiled.predict(crops, landmarks),

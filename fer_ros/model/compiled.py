@@ -1,6 +1,6 @@
 """Face-mesh models served on a CPU without PyTorch: LiteRT runs the face mesh graph, ONNX Runtime the head.
 
-PyTorch is half of a node's memory (``import torch`` alone is about 540 MB
+PyTorch is more than half of a node's memory (``import torch`` alone is about 540 MB
 resident with the PyPI wheel). A :class:`CompiledClassifier` needs only
 LiteRT, ONNX Runtime and numpy: the head is exported once per weights file
 by :mod:`fer_ros.model.head_export` in a child process (which checks ONNX
@@ -105,7 +105,9 @@ class CompiledClassifier(CheckpointClassifier):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = max(1, num_threads)
         self._session = onnxruntime.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
-        self._inputs = description['inputs']
+        # The export drops inputs a head does not read (landmarks, without a GCN).
+        read = {node.name for node in self._session.get_inputs()}
+        self._inputs = [name if name in read else None for name in description['inputs']]
         self._for_gradients = None
         self._for_gradients_lock = threading.Lock()
 
@@ -123,7 +125,8 @@ class CompiledClassifier(CheckpointClassifier):
         if landmarks.shape != (len(crops), self.num_landmarks, 3):
             raise ValueError(f'landmarks must be [{len(crops)}, {self.num_landmarks}, 3], got {landmarks.shape}')
         maps = self._graph(graph_inputs(crops))
-        logits = self._session.run(None, dict(zip(self._inputs, (maps[0], landmarks, *maps[1:]))))[0]
+        feeds = {name: value for name, value in zip(self._inputs, (maps[0], landmarks, *maps[1:])) if name}
+        logits = self._session.run(None, feeds)[0]
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
