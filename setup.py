@@ -102,7 +102,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=[PACKAGE, f'{PACKAGE}.*']),
-    package_data={PACKAGE: ['weights/*.safetensors', 'weights/*.json', 'weights/*.md', 'web/static/*']},
+    package_data={PACKAGE: ['weights/*.safetensors', 'weights/*.onnx', 'weights/*.json', 'weights/*.md', 'web/static/*']},
     distclass=BinaryDistribution,
     cmdclass={'build_py': BuildWithInterfaces},
     entry_points={'console_scripts': [
@@ -120,6 +120,8 @@ setup(
         'fer-landmarks = fer_ros.data.landmarks:main',
         'fer-pack-faces = fer_ros.data.packed:main',
         'fer-export = fer_ros.model.export:main',
+        'fer-fuse = fer_ros.training.fuse:cli',
+        'fer-fused-kfold = fer_ros.training.fused_kfold:cli',
         'fer-make-bag = fer_ros.bag.make:main',
         'fer-bag-eval = fer_ros.bag.evaluate:main',
     ]},

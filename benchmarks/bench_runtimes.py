@@ -1,7 +1,7 @@
 """The classifier's CPU runtimes side by side, ms per face: eager PyTorch, the TorchScript-traced model
-(the node's torchscript parameter) and, for face-mesh models, the compiled model without PyTorch
-(LiteRT + ONNX Runtime: its litert parameter, the node's default), with the largest probability
-difference.
+(the node's torchscript parameter) and, for face-mesh and fused models, the compiled model without
+PyTorch (LiteRT + ONNX Runtime, the fused model's pixel branch int8: its litert parameter, the node's
+default), with the largest probability difference.
 
   PYTHONPATH=. .venv/bin/python benchmarks/bench_runtimes.py                 # the shipped models, batch 1, 1 thread
   PYTHONPATH=. .venv/bin/python benchmarks/bench_runtimes.py --batch 32 --threads 2
@@ -18,7 +18,7 @@ from fer_ros.model.compiled import CompiledClassifier, CompiledUnavailable
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 
-MODELS = ('cnn_se_gcn_fer2013', 'cnn_se_fer2013', 'pcnn_fer2013', 'efficientnet_b2_fer2013')
+MODELS = ('cnn_se_gcn_fer2013', 'cnn_se_gcn_facemesh_fer2013', 'cnn_se_fer2013', 'pcnn_fer2013', 'efficientnet_b2_fer2013')
 
 
 def per_face_ms(classifier, crops, landmarks, repeats: int) -> float:
@@ -46,12 +46,12 @@ def main(argv=None) -> int:
         path = ModelStore([SHIPPED_MODEL_DIR]).resolve(name)
         eager = ExpressionClassifier(path, 'cpu')
         reference = eager.predict(crops, landmarks)
-        row = f'{name:<26} eager {per_face_ms(eager, crops, landmarks, args.repeats):6.2f}'
+        row = f'{name:<28} eager {per_face_ms(eager, crops, landmarks, args.repeats):6.2f}'
         runtimes = [ExpressionClassifier(path, 'cpu', torchscript=True)]
         try:
             runtimes.append(CompiledClassifier(path, num_threads=args.threads))
         except CompiledUnavailable:
-            pass  # not a face-mesh model
+            pass  # neither a face-mesh nor a fused model
         for classifier in runtimes:
             difference = np.abs(classifier.predict(crops, landmarks) - reference).max()
             row += (f'  {classifier.runtime} {per_face_ms(classifier, crops, landmarks, args.repeats):6.2f} '

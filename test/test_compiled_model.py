@@ -24,7 +24,11 @@ from model_fixtures import aligned_photo_faces, write_tiny_model
 SMALL_HEAD = dict(spatial_pool=2, appearance_dim=4, gcn_widths=(8, 8), geometry_dim=8, fusion_dim=16,
                   dropout=0.0, feature_dropout=0.0)
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = SHIPPED_MODEL_DIR / f'{DEFAULT_MODEL}.safetensors'
+SHIPPED = SHIPPED_MODEL_DIR / 'cnn_se_gcn_facemesh_fer2013.safetensors'
+DEFAULT = SHIPPED_MODEL_DIR / f'{DEFAULT_MODEL}.safetensors'
+# The fused default's pixel branch runs int8 when compiled: on the 3,589 PublicTest faces its probabilities
+# were within 0.058 of PyTorch's (same top class for 99.3%); the bound this test holds it to:
+FUSED_TOLERANCE = 0.1
 
 
 @pytest.fixture(scope='module')
@@ -82,6 +86,19 @@ def test_the_compiled_shipped_model_answers_what_pytorch_answers(real_faces, cac
         compiled.predict(crops[:1, :40], landmarks[:1])
     gradients = compiled.for_gradients()
     assert isinstance(gradients, ExpressionClassifier) and gradients.name == compiled.name
+
+
+def test_the_compiled_fused_default_agrees_with_pytorch(real_faces, cache_dir):
+    eager = ExpressionClassifier(DEFAULT, device='cpu')
+    compiled = CompiledClassifier(DEFAULT, cache_dir=cache_dir)
+    crops, landmarks = real_faces
+    for batch in (slice(0, 1), slice(0, 4)):
+        got, want = compiled.predict(crops[batch], landmarks[batch]), eager.predict(crops[batch], landmarks[batch])
+        np.testing.assert_allclose(got, want, atol=FUSED_TOLERANCE)
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+        assert (got.argmax(1) == want.argmax(1)).all()
+    assert [compiled.labels[i] for i in compiled.predict(crops[:2], landmarks[:2]).argmax(1)] == ['happy',
+                                                                                                   'surprised']
 
 
 @pytest.mark.parametrize('variant', [{'tune_stages': True}, {'use_gcn': False, 'landmark_head': False}],
@@ -145,7 +162,7 @@ print(classifier.runtime, [face.label for face in faces], 'torch' in sys.modules
 
 
 def test_the_default_model_is_served_by_a_process_that_never_loads_pytorch(samples_dir, cache_dir):
-    run = subprocess.run([sys.executable, '-c', SERVE_WITHOUT_TORCH, str(SHIPPED), str(cache_dir),
+    run = subprocess.run([sys.executable, '-c', SERVE_WITHOUT_TORCH, str(DEFAULT), str(cache_dir),
                           str(samples_dir / '0-f1-su-ph.jpg')], capture_output=True, text=True, timeout=300,
                          cwd=REPO)
     assert run.returncode == 0, run.stderr[-2000:]

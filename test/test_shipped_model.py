@@ -17,8 +17,9 @@ from model_fixtures import aligned_photo_faces
 from node_harness import running_emotion_node
 
 MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
-SHIPPED_MODELS = {DEFAULT_MODEL: 'cnn_se_gcn_facemesh', 'cnn_se_fer2013': 'cnn_se_gcn', 'pcnn_fer2013': 'pcnn',
-                  'efficientnet_b2_fer2013': 'efficientnet_b2'}
+MAX_FUSED_WEIGHTS_BYTES = 30 * 1024 * 1024  # two branches in one file (float16; the CPU serves the pixel one int8)
+SHIPPED_MODELS = {DEFAULT_MODEL: 'cnn_se_gcn_fused', 'cnn_se_gcn_facemesh_fer2013': 'cnn_se_gcn_facemesh',
+                  'cnn_se_fer2013': 'cnn_se_gcn', 'pcnn_fer2013': 'pcnn', 'efficientnet_b2_fer2013': 'efficientnet_b2'}
 
 
 @pytest.fixture(scope='module')
@@ -30,14 +31,15 @@ def shipped_path():
 def test_shipped_weights_are_small_and_described(name):
     path = ModelStore([SHIPPED_MODEL_DIR]).resolve(name)
     weights, metadata_path = checkpoint_paths(path)
-    assert weights.stat().st_size <= MAX_WEIGHTS_BYTES
     metadata = read_metadata(path)
+    fused = metadata['architecture'] == 'cnn_se_gcn_fused'
+    assert weights.stat().st_size <= (MAX_FUSED_WEIGHTS_BYTES if fused else MAX_WEIGHTS_BYTES)
     assert metadata['name'] == name and metadata['architecture'] == SHIPPED_MODELS[name]
     assert tuple(metadata['labels']) == FER2013_LABELS
     assert all(getattr(EmotionStamped, label.upper()) == label for label in metadata['labels'])
     assert metadata['metrics']['val_accuracy'] > 0.5
-    if name == DEFAULT_MODEL:  # the face-pretrained default replaced v0 (60.41%) by beating it by 3 points
-        assert metadata['metrics']['val_accuracy'] >= 0.6341
+    if name == DEFAULT_MODEL:  # the fused default replaced the face-mesh model (64.81%): the 70% goal
+        assert metadata['metrics']['val_accuracy'] >= 0.70 and metadata['metrics']['val_macro_f1'] >= 0.66
     assert (SHIPPED_MODEL_DIR / f'{name}.md').is_file(), 'model card missing'
 
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from fer_ros.model.baselines import PCNN, EfficientNetFER, EfficientNetFERConfig, PCNNConfig
 from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig
 from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN, FaceMeshCNNSEGCNConfig
+from fer_ros.model.fused import FusedCNNSEGCN, FusedCNNSEGCNConfig
 from fer_ros.model.metadata import (FORMAT_VERSION, ModelLoadError, checkpoint_paths, file_sha256,
                                     read_metadata)
 
@@ -26,6 +27,7 @@ ARCHITECTURES = {
     EfficientNetFER.architecture: (EfficientNetFERConfig, EfficientNetFER),
     PCNN.architecture: (PCNNConfig, PCNN),
     FaceMeshCNNSEGCN.architecture: (FaceMeshCNNSEGCNConfig, FaceMeshCNNSEGCN),
+    FusedCNNSEGCN.architecture: (FusedCNNSEGCNConfig, FusedCNNSEGCN),
 }
 
 

@@ -6,13 +6,15 @@ LiteRT, ONNX Runtime and numpy: the head is exported once per weights file
 by :mod:`fer_ros.model.head_export` in a child process (which checks ONNX
 Runtime's logits against PyTorch's) and kept in a cache folder, keyed by the
 weights' sha256. Later loads check the cached file's sha256 and start in
-well under a second.
+well under a second. A fused model (``cnn_se_gcn_fused``) also runs its pixel
+branch in ONNX Runtime, from the int8 graph ``fer-fuse`` ships beside it.
 """
 import json
 import os
 import subprocess
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from fer_ros.model.litert_face_mesh import LiteRTFaceMesh, graph_inputs
 from fer_ros.model.metadata import ModelLoadError, checkpoint_paths, file_sha256, read_metadata
 
 FACE_MESH_ARCHITECTURE = 'cnn_se_gcn_facemesh'
+FUSED_ARCHITECTURE = 'cnn_se_gcn_fused'
 # Bumped whenever the head's code or its export changes, so no cache keeps an export of older code.
 HEAD_EXPORT_VERSION = 3
 EXPORT_TIMEOUT_S = 600.0
@@ -34,6 +37,11 @@ class CompiledUnavailable(RuntimeError):
 def default_cache_dir() -> Path:
     """``$ROS_HOME/fer_ros/compiled`` (``~/.ros/fer_ros/compiled`` by default)."""
     return Path(os.environ.get('ROS_HOME', Path.home() / '.ros')).expanduser() / 'fer_ros' / 'compiled'
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _description(onnx_path: Path, weights_sha256: str) -> dict | None:
@@ -52,7 +60,7 @@ def compiled_head(model_path, cache_dir=None) -> tuple[Path, dict]:
     """(ONNX file, description) of the model's head, exported (in a child process) unless cached."""
     weights_path, _ = checkpoint_paths(model_path)
     metadata = read_metadata(model_path)
-    if metadata['architecture'] != FACE_MESH_ARCHITECTURE:
+    if metadata['architecture'] not in (FACE_MESH_ARCHITECTURE, FUSED_ARCHITECTURE):
         raise CompiledUnavailable(f'{metadata["architecture"]} models run in PyTorch')
     if not weights_path.is_file():
         raise ModelLoadError(f'model weights file {weights_path} not found')
@@ -78,12 +86,32 @@ def compiled_head(model_path, cache_dir=None) -> tuple[Path, dict]:
     return onnx_path, description
 
 
-class CompiledClassifier(CheckpointClassifier):
-    """A face-mesh checkpoint that classifies batches of aligned crops on LiteRT + ONNX Runtime.
+def pixel_int8_graph(model_path, metadata: dict, weights_sha256: str) -> Path:
+    """The int8 pixel branch of a fused checkpoint, beside its weights and checked against its JSON."""
+    compiled = metadata.get('compiled')
+    record = compiled.get('pixel_int8') if isinstance(compiled, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get('file'), str):
+        raise CompiledUnavailable('its JSON records no int8 pixel branch (fer-fuse --calibration-data makes one)')
+    weights_path, _ = checkpoint_paths(model_path)
+    path = weights_path.with_name(Path(record['file']).name)
+    if not path.is_file():
+        raise CompiledUnavailable(f'its int8 pixel branch {path} is missing')
+    if record.get('weights_sha256') != weights_sha256:
+        raise CompiledUnavailable(f'{path.name} was made from other weights than {weights_path.name}')
+    if record.get('sha256') != file_sha256(path):
+        raise CompiledUnavailable(f'{path.name} does not match the sha256 in its JSON '
+                                  '(truncated, corrupted or replaced)')
+    return path
 
-    The same interface as :class:`fer_ros.model.inference.ExpressionClassifier`
-    (probabilities equal to its eager model's within 1e-4; a test checks it),
-    on the CPU only. :meth:`for_gradients` loads the PyTorch model of the same
+
+class CompiledClassifier(CheckpointClassifier):
+    """A face-mesh or fused checkpoint that classifies batches of aligned crops on LiteRT + ONNX Runtime.
+
+    The same interface as :class:`fer_ros.model.inference.ExpressionClassifier`,
+    on the CPU only: probabilities equal to its eager model's within 1e-4 for a
+    face-mesh model; for a fused model within the int8 pixel branch's
+    difference (0.15 at most on 512 FER-2013 faces, halved by the mean; tests
+    check both). :meth:`for_gradients` loads the PyTorch model of the same
     weights when something needs gradients (the self-check).
     """
 
@@ -98,13 +126,22 @@ class CompiledClassifier(CheckpointClassifier):
         onnx_path, description = compiled_head(model_path, cache_dir)
         self._model_path = model_path
         metadata = read_metadata(model_path)
-        config = metadata['config']
+        fused = metadata['architecture'] == FUSED_ARCHITECTURE
+        config = metadata['config']['mesh'] if fused else metadata['config']
         super().__init__(model_path, metadata, name, config['input_size'], config['num_landmarks'])
         self.uses_landmarks = bool(config.get('use_gcn', True))
         self._graph = LiteRTFaceMesh(description['stages'], num_threads)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = max(1, num_threads)
         self._session = onnxruntime.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
+        self._pixel_session, self._pixel_weight, self._pixel_worker = None, 0.0, None
+        if fused:
+            pixel_graph = pixel_int8_graph(model_path, metadata, description['weights_sha256'])
+            self._pixel_session = onnxruntime.InferenceSession(str(pixel_graph), options,
+                                                               providers=['CPUExecutionProvider'])
+            self._pixel_weight = float(metadata['config']['pixel_weight'])
+            # The pixel branch runs beside the face-mesh branch (both runtimes release the GIL).
+            self._pixel_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='fer-pixel-branch')
         # The export drops inputs a head does not read (landmarks, without a GCN).
         read = {node.name for node in self._session.get_inputs()}
         self._inputs = [name if name in read else None for name in description['inputs']]
@@ -124,11 +161,16 @@ class CompiledClassifier(CheckpointClassifier):
         landmarks = np.asarray(landmarks, np.float32)
         if landmarks.shape != (len(crops), self.num_landmarks, 3):
             raise ValueError(f'landmarks must be [{len(crops)}, {self.num_landmarks}, 3], got {landmarks.shape}')
+        pixel = self._pixel_worker.submit(self._pixel_probabilities, crops) if self._pixel_worker else None
         maps = self._graph(graph_inputs(crops))
         feeds = {name: value for name, value in zip(self._inputs, (maps[0], landmarks, *maps[1:])) if name}
-        logits = self._session.run(None, feeds)[0]
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+        probabilities = softmax(self._session.run(None, feeds)[0])
+        if pixel is not None:  # as FusedCNNSEGCN fuses its branches
+            probabilities = self._pixel_weight * pixel.result() + (1.0 - self._pixel_weight) * probabilities
+        return probabilities.astype(np.float32)
+
+    def _pixel_probabilities(self, crops) -> np.ndarray:
+        return softmax(self._pixel_session.run(None, {'image': (crops.astype(np.float32) / 255.0)[:, None]})[0])
 
     def for_gradients(self):
         """The same weights as an :class:`~fer_ros.model.inference.ExpressionClassifier` (loads PyTorch)."""

@@ -2,7 +2,9 @@
 
 Loads and validates the checkpoint, stores the weights in float16 (half the
 size; loaded back as float32) and keeps the metadata, with ``name`` set to the
-output file name so a node reports the name it was switched to.
+output file name so a node reports the name it was switched to. Compiled files
+made for the source (a fused model's int8 pixel graph) are not carried over:
+``fer-fuse`` makes them.
 """
 
 import argparse
@@ -16,6 +18,7 @@ def export(checkpoint, output, half: bool = True) -> tuple[Path, Path]:
     model, metadata = load_model(checkpoint)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {key: value for key, value in metadata.items() if key != 'compiled'}  # files made for the source
     return save_checkpoint(output, model, dict(metadata, name=output.name), half=half)
 
 

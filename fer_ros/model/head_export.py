@@ -21,6 +21,7 @@ from torch import nn
 from fer_ros.model.checkpoint import load_model
 from fer_ros.model.compiled import HEAD_EXPORT_VERSION
 from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN
+from fer_ros.model.fused import FusedCNNSEGCN
 from fer_ros.model.litert_face_mesh import LiteRTFaceMesh, graph_inputs
 from fer_ros.model.metadata import checkpoint_paths, file_sha256
 
@@ -53,8 +54,11 @@ def litert_stages(model: FaceMeshCNNSEGCN) -> tuple[str, ...]:
 
 def export_head(weights_path, onnx_path) -> dict:
     """Write the head of the checkpoint at ``weights_path`` to ``onnx_path``; the description
-    :mod:`fer_ros.model.compiled` keeps beside it. ModelLoadError, HeadExportError or LiteRTUnavailable."""
+    :mod:`fer_ros.model.compiled` keeps beside it (of a fused model: its face-mesh branch's head).
+    ModelLoadError, HeadExportError or LiteRTUnavailable."""
     model, metadata = load_model(weights_path)
+    if isinstance(model, FusedCNNSEGCN):
+        model = model.mesh
     if not isinstance(model, FaceMeshCNNSEGCN):
         raise HeadExportError(f'{metadata["architecture"]} models have no face mesh head to export')
     if not model.config.pretrained:

