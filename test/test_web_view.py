@@ -107,6 +107,14 @@ class Listener:
     def result(self, stamp: str, timeout=10.0) -> EmotionArray:
         return wait_until(lambda: self.results.get(stamp), timeout, f'/emotion at {stamp}')
 
+    def result_if_received(self, stamp: str, timeout=10.0) -> EmotionArray | None:
+        """The result at ``stamp``, or None when it never reached this listener: the node's reliable
+        KEEP_LAST publisher may overwrite a sample before a lagging reader acknowledges it."""
+        deadline = time.monotonic() + timeout
+        while (message := self.results.get(stamp)) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return message
+
     def results_between(self, start: float, end: float) -> int:
         with self.lock:
             return sum(start <= t < end for t, _ in self.arrivals)
@@ -229,14 +237,19 @@ def test_page_loads_without_console_errors_and_its_frames_change(page):
 
 
 def test_the_label_for_a_face_is_what_emotion_says_for_the_same_frame(page, listener):
+    compared = 0
     for snapshot in faces_snapshots(page, 8):
-        message = listener.result(snapshot['stamp'])
+        message = listener.result_if_received(snapshot['stamp'])
+        if message is None:  # this observer missed that result (the page got it): nothing to compare
+            continue
         published = {face.face_id: face for face in message.emotions}
         assert [card['face_id'] for card in snapshot['cards']] == list(published)
         for card in snapshot['cards']:
             face = published[card['face_id']]
             assert card['label'] == face.label
             assert card['confidence'] == f'{face.confidence:.2f}'
+        compared += 1
+    assert compared >= 7, f'only {compared} of 8 shown results reached the test listener'
 
 
 def test_bars_and_the_circumplex_point_follow_the_results(page, listener):
