@@ -3,13 +3,17 @@ serves it when that graph is missing or damaged."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fer_ros.labels import FER2013_LABELS
-from fer_ros.model.checkpoint import load_model, save_checkpoint
+from fer_ros.data.datasets import load_samples, prepare_faces
+from fer_ros.data.landmarks import LandmarkCache
+from fer_ros.data.splits import subject_kfold
+from fer_ros.labels import CKPLUS_LABELS, FER2013_LABELS
+from fer_ros.model.checkpoint import load_model, save_checkpoint, save_training_state
 from fer_ros.model.cnn_se_gcn import CNNSEGCN
 from fer_ros.model.compiled import CompiledClassifier, CompiledUnavailable
 from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN, FaceMeshCNNSEGCNConfig
@@ -18,6 +22,7 @@ from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model.serving import load_classifier
 from fer_ros.training.evaluate import evaluate_checkpoint
 from fer_ros.training.fuse import fuse, quantize_pixel_branch
+from fer_ros.training.fused_kfold import fused_kfold
 from model_fixtures import LABELLED_PHOTOS, aligned_photo_faces, tiny_config
 
 SMALL_HEAD = dict(spatial_pool=2, appearance_dim=4, gcn_widths=(8, 8), geometry_dim=8, fusion_dim=16)
@@ -141,3 +146,42 @@ def test_fer_eval_scores_the_runtime_the_node_uses_when_asked(quantized, samples
     with pytest.raises(ValueError, match='attacks need gradients'):
         evaluate_checkpoint(quantized, folder, 'folder', landmark_cache=tmp_path / 'landmarks', compiled=True,
                             attack_epsilon=2)
+
+
+CKPLUS = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'ckplus48'
+
+
+def write_fold_run(directory: Path, seed: int) -> Path:
+    """A finished fer-kfold run's checkpoints: fold_<k>/best (+ .json) and fold_<k>/last.pt, tiny random models."""
+    for fold in range(10):
+        models = []
+        for offset in (0, 50):  # best and last differ
+            torch.manual_seed(seed * 100 + fold + offset)
+            models.append(CNNSEGCN(tiny_config(use_gcn=False, num_classes=len(CKPLUS_LABELS))).eval())
+        save_checkpoint(directory / f'fold_{fold}' / 'best', models[0], {'labels': list(CKPLUS_LABELS)})
+        save_training_state(directory / f'fold_{fold}' / 'last.pt', {'model': models[1].state_dict()})
+    return directory
+
+
+def test_fused_kfold_scores_each_held_out_fold_with_that_folds_models(tmp_path):
+    if not CKPLUS.is_dir():
+        pytest.skip(f'CK+48 data not found at {CKPLUS}')
+    torch.set_num_threads(1)
+    pixel, mesh = write_fold_run(tmp_path / 'pixel', 1), write_fold_run(tmp_path / 'mesh', 2)
+    summary = fused_kfold(pixel, mesh, CKPLUS, tmp_path / 'landmarks', pixel_weight=1.0)
+    rows = summary['folds']
+    assert len(rows) == 10 and sum(row['faces'] for row in rows) == 981
+    for row in rows:  # pixel_weight 1: the fused fold is the pixel run's fold
+        assert row['best_fused_accuracy'] == row['best_pixel_accuracy']
+        assert row['last_fused_accuracy'] == row['last_pixel_accuracy']
+    samples = load_samples('ckplus', CKPLUS)
+    _, held_out = subject_kfold(samples.subjects, samples.labels, 10, 0)[3]
+    faces = prepare_faces(samples.subset(held_out), LandmarkCache(tmp_path / 'landmarks'))
+    for epoch in ('best', 'last'):
+        for run in ('pixel', 'mesh'):
+            model = load_model(tmp_path / run / 'fold_3' / 'best')[0]
+            if epoch == 'last':
+                model.load_state_dict(torch.load(tmp_path / run / 'fold_3' / 'last.pt', weights_only=True)['model'])
+            expected = (probabilities(model, faces.images, faces.landmarks).argmax(1) == faces.labels).mean()
+            assert rows[3][f'{epoch}_{run}_accuracy'] == pytest.approx(expected)
+    assert summary['mean']['last_mesh_accuracy'] == pytest.approx(np.mean([r['last_mesh_accuracy'] for r in rows]))
