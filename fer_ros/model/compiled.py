@@ -56,10 +56,10 @@ def _description(onnx_path: Path, weights_sha256: str) -> dict | None:
     return description if intact else None
 
 
-def compiled_head(model_path, cache_dir=None) -> tuple[Path, dict]:
-    """(ONNX file, description) of the model's head, exported (in a child process) unless cached."""
+def compiled_head(model_path, metadata: dict, cache_dir=None) -> tuple[Path, dict]:
+    """(ONNX file, description) of the head of the model with this (read) metadata, exported (in a child
+    process) unless cached."""
     weights_path, _ = checkpoint_paths(model_path)
-    metadata = read_metadata(model_path)
     if metadata['architecture'] not in (FACE_MESH_ARCHITECTURE, FUSED_ARCHITECTURE):
         raise CompiledUnavailable(f'{metadata["architecture"]} models run in PyTorch')
     if not weights_path.is_file():
@@ -123,9 +123,9 @@ class CompiledClassifier(CheckpointClassifier):
             import onnxruntime
         except ImportError as error:
             raise CompiledUnavailable(f'ONNX Runtime is not installed: {error}') from None
-        onnx_path, description = compiled_head(model_path, cache_dir)
-        self._model_path = model_path
         metadata = read_metadata(model_path)
+        onnx_path, description = compiled_head(model_path, metadata, cache_dir)
+        self._model_path = model_path
         fused = metadata['architecture'] == FUSED_ARCHITECTURE
         config = metadata['config']['mesh'] if fused else metadata['config']
         super().__init__(model_path, metadata, name, config['input_size'], config['num_landmarks'])

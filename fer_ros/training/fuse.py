@@ -106,7 +106,7 @@ def quantize_pixel_branch(model_path, calibration, check, description='') -> Pat
     model, _ = load_model(model_path)
     if not isinstance(model, FusedCNNSEGCN):
         raise ValueError(f'{model_path} is not a {FusedCNNSEGCN.architecture} model')
-    weights_path, metadata_path = checkpoint_paths(model_path)
+    weights_path, _ = checkpoint_paths(model_path)
     onnx_path = weights_path.with_name(weights_path.stem + PIXEL_INT8_SUFFIX)
 
     def images(crops):
@@ -136,8 +136,7 @@ def quantize_pixel_branch(model_path, calibration, check, description='') -> Pat
     quantized = softmax(session.run(None, {'image': images(check)})[0])
     with torch.no_grad():
         reference = torch.softmax(model.pixel(torch.from_numpy(images(check))).logits, dim=1).numpy()
-    metadata = read_metadata(model_path)
-    metadata.setdefault('compiled', {})['pixel_int8'] = {
+    record = {
         'file': onnx_path.name, 'sha256': file_sha256(onnx_path), 'weights_sha256': file_sha256(weights_path),
         'calibration': {'faces': int(len(calibration)), 'data': description},
         'check': {'faces': int(len(check)),
@@ -145,8 +144,15 @@ def quantize_pixel_branch(model_path, calibration, check, description='') -> Pat
                   'mean_probability_difference': float(np.abs(quantized - reference).mean()),
                   'top1_agreement': float((quantized.argmax(1) == reference.argmax(1)).mean())},
         'onnxruntime': onnxruntime.__version__}
-    metadata_path.write_text(json.dumps(metadata, indent=2, default=str))
+    compiled = read_metadata(model_path).get('compiled', {})
+    _update_metadata(model_path, compiled=dict(compiled, pixel_int8=record))
     return onnx_path
+
+
+def _update_metadata(model_path, **entries) -> None:
+    """Set top-level entries of a checkpoint's JSON (its weights, and so their sha256, unchanged)."""
+    _, metadata_path = checkpoint_paths(model_path)
+    metadata_path.write_text(json.dumps(dict(read_metadata(model_path), **entries), indent=2, default=str))
 
 
 def record_metrics(model_path, data, split='val', landmark_cache=None) -> dict:
@@ -154,10 +160,7 @@ def record_metrics(model_path, data, split='val', landmark_cache=None) -> dict:
     report = evaluate_checkpoint(model_path, data, 'fer2013', split, landmark_cache, device='cpu')
     metrics = {f'{split}_accuracy': report['accuracy'], f'{split}_macro_f1': report['macro_f1'],
                'evaluated_on': f'fer2013 {split} of {data}'}
-    _, metadata_path = checkpoint_paths(model_path)
-    metadata = read_metadata(model_path)
-    metadata['metrics'] = metrics
-    metadata_path.write_text(json.dumps(metadata, indent=2, default=str))
+    _update_metadata(model_path, metrics=metrics)
     return metrics
 
 

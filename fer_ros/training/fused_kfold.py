@@ -16,15 +16,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
+from torch.utils.data import DataLoader
 
-from fer_ros.data.datasets import load_samples, prepare_faces
+from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
 from fer_ros.data.landmarks import LandmarkCache
 from fer_ros.data.splits import subject_kfold
 from fer_ros.model.checkpoint import build_model, load_model, load_training_state
 from fer_ros.model.metadata import read_metadata
 from fer_ros.training import console_script
-from fer_ros.training.evaluate import classification_report
+from fer_ros.training.evaluate import classification_report, predict_loader
 
 
 def fold_model(fold_dir: Path, epoch: str):
@@ -36,13 +36,6 @@ def fold_model(fold_dir: Path, epoch: str):
     return model.eval()
 
 
-@torch.no_grad()
-def probabilities(model, faces) -> np.ndarray:
-    images = torch.from_numpy(faces.images.astype(np.float32) / 255.0)[:, None]
-    landmarks = torch.from_numpy(faces.landmarks) if model.uses_landmarks else None
-    return torch.softmax(model(images, landmarks).logits.float(), dim=1).numpy()
-
-
 def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0, pixel_weight=0.5) -> dict:
     """Per-fold and mean/std accuracy of the fused folds, best and last epochs."""
     samples = load_samples('ckplus', data)
@@ -52,10 +45,11 @@ def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0,
     rows = []
     for fold, (_, test_indices) in enumerate(folds):
         faces = prepare_faces(samples.subset(test_indices), cache)
+        loader = DataLoader(FaceDataset(faces), batch_size=256)
         row = {'fold': fold, 'faces': int(len(test_indices))}
         for epoch in ('best', 'last'):
-            pixel = probabilities(fold_model(Path(pixel_run) / f'fold_{fold}', epoch), faces)
-            mesh = probabilities(fold_model(Path(mesh_run) / f'fold_{fold}', epoch), faces)
+            pixel, mesh = (predict_loader(fold_model(Path(run) / f'fold_{fold}', epoch), loader, 'cpu')[0]
+                           for run in (pixel_run, mesh_run))
             for name, fused in (('pixel', pixel), ('mesh', mesh),
                                 ('fused', pixel_weight * pixel + (1.0 - pixel_weight) * mesh)):
                 report = classification_report(fused, faces.labels, samples.class_names)
