@@ -237,8 +237,14 @@ def test_page_loads_without_console_errors_and_its_frames_change(page):
 
 
 def test_the_label_for_a_face_is_what_emotion_says_for_the_same_frame(page, listener):
-    compared = 0
-    for snapshot in faces_snapshots(page, 8):
+    compared, seen = 0, set()
+    while compared < 8:
+        (snapshot,) = faces_snapshots(page, 1)
+        if snapshot['stamp'] in seen:
+            continue
+        seen.add(snapshot['stamp'])
+        shown = len(seen)
+        assert shown <= 16, f'only {compared} of {shown - 1} shown results reached the test listener'
         message = listener.result_if_received(snapshot['stamp'])
         if message is None:  # this observer missed that result (the page got it): nothing to compare
             continue
@@ -249,7 +255,6 @@ def test_the_label_for_a_face_is_what_emotion_says_for_the_same_frame(page, list
             assert card['label'] == face.label
             assert card['confidence'] == f'{face.confidence:.2f}'
         compared += 1
-    assert compared >= 7, f'only {compared} of 8 shown results reached the test listener'
 
 
 def test_bars_and_the_circumplex_point_follow_the_results(page, listener):
