@@ -7,7 +7,6 @@ import time
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -15,6 +14,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from fer_ros.msg import EmotionArray, EmotionStamped
 from fer_ros.nodes.emotion_node import EmotionNode
+from fer_ros.nodes.entry import MultiThreadedExecutorWithoutBusyWait
 from fer_ros.nodes.ros_image import bgr_to_compressed_message, bgr_to_image_message
 from fer_ros.srv import RunSelfCheck, SwitchModel
 
@@ -124,7 +124,7 @@ def running_emotion_node(parameters, wait_for_subscription: bool = True):
         parameters = [Parameter('reliable', value=True), *parameters]
     node = EmotionNode(context=context, parameter_overrides=parameters)
     camera = CameraAndListener(context)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = MultiThreadedExecutorWithoutBusyWait(num_threads=4, context=context)  # as the node's main()
     executor.add_node(node)
     executor.add_node(camera)
     spinner = threading.Thread(target=executor.spin, daemon=True)

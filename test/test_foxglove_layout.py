@@ -16,8 +16,10 @@ LAYOUT_FILE = REPO / 'config' / 'foxglove_layout.json'
 
 
 def real_message() -> EmotionArray:
-    face = EmotionStamped(face_id='face_1a2b3c', label='happy', confidence=0.625, labels=['happy', 'sad'],
-                          probabilities=[0.625, 0.375], valence=0.25, arousal=-0.5, model='pcnn_fer2013')
+    # Values with more than 4 decimals: what the page and Foxglove show is rounded once, from these.
+    face = EmotionStamped(face_id='face_1a2b3c', label='happy', confidence=0.86503, labels=['happy', 'sad'],
+                          probabilities=[0.86503, 0.13497], valence=0.25003, arousal=-0.50007,
+                          model='pcnn_fer2013')
     face.header.stamp.sec, face.header.stamp.nanosec, face.header.frame_id = 1700000000, 42, 'camera'
     face.roi.x_offset, face.roi.y_offset, face.roi.width, face.roi.height = 10, 20, 110, 120
     return EmotionArray(header=face.header, emotions=[face])
@@ -39,7 +41,8 @@ def test_live_messages_have_the_fields_and_values_of_the_ros_message():
     assert sent['header'] == {'stamp': {'sec': 1700000000, 'nanosec': 42}, 'frame_id': 'camera'}
     for field in ('face_id', 'label', 'confidence', 'valence', 'arousal', 'model'):
         assert face[field] == getattr(published, field), field
-    assert face['labels'] == ['happy', 'sad'] and face['probabilities'] == [0.625, 0.375]
+    assert face['labels'] == ['happy', 'sad'] and face['probabilities'] == list(published.probabilities)
+    assert f"{face['confidence']:.2f}" == '0.87'  # not 0.86 from 0.8650 rounded again
     schema_fields = EMOTION_SCHEMA['properties']['emotions']['items']['properties']
     assert set(schema_fields) == set(face) and set(schema_fields['roi']['properties']) == set(face['roi'])
 

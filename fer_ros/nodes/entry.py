@@ -1,11 +1,13 @@
 """The main() of the fer_ros nodes: init, spin until done or shut down, end cleanly."""
 
 import contextlib
+import threading
 from collections.abc import Callable
 
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (ConditionReachedException, ExternalShutdownException, MultiThreadedExecutor,
+                             ShutdownException, TimeoutException)
 
 from fer_ros.nodes.native_stderr import StderrNoiseFilter
 
@@ -34,10 +36,43 @@ def unless_shut_down(context):
             raise
 
 
+class MultiThreadedExecutorWithoutBusyWait(MultiThreadedExecutor):
+    """rclpy's MultiThreadedExecutor, handing each callback over only once a pool thread has taken it.
+
+    rclpy 9.1 (Kilted) yields a task again while it waits in the thread pool's queue and then does not
+    wait: the spinning thread loops on the same task, holding the GIL, until a pool thread starts it
+    (ros2/rclpy#1452, fixed upstream after 9.1). Under load that loop took three quarters of a core
+    in the emotion node and starved its pool threads and frame worker of the GIL. Here the spinning
+    thread blocks until the pool has started the callback it submitted.
+    """
+
+    HANDOVER_POLL_S = 0.05  # how often a blocked hand-over checks for shutdown
+
+    def _spin_once_impl(self, timeout_sec=None, wait_condition=lambda: False) -> None:
+        try:
+            handler, _, _ = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
+        except (ExternalShutdownException, ShutdownException, TimeoutException, ConditionReachedException):
+            return
+        started = threading.Event()
+
+        def start() -> None:
+            started.set()
+            handler()
+
+        self._executor.submit(start)
+        self._futures.append(handler)
+        for future in self._futures[:]:
+            if future.done():
+                self._futures.remove(future)
+                future.result()  # raise any exception of a callback, as MultiThreadedExecutor does
+        while not started.wait(self.HANDOVER_POLL_S) and self._context.ok() and not self._is_shutdown:
+            pass
+
+
 def spin_with_threads(num_threads: int) -> Callable:
-    """A spin step: the node on a MultiThreadedExecutor until shutdown."""
+    """A spin step: the node on a thread-pool executor until shutdown."""
     def spin(node) -> None:
-        executor = MultiThreadedExecutor(num_threads=num_threads)
+        executor = MultiThreadedExecutorWithoutBusyWait(num_threads=num_threads)
         executor.add_node(node)
         executor.spin()
     return spin

@@ -62,10 +62,11 @@ PIPELINE_STATUS = ': emotion pipeline'  # the emotion node names its status '<fu
 
 
 def emotion_result(message: EmotionArray) -> dict:
-    """An EmotionArray as the page's plain data (floats rounded to 4 decimals)."""
-    faces = [{'face_id': e.face_id, 'label': e.label, 'confidence': round(float(e.confidence), 4),
-              'labels': list(e.labels), 'probabilities': [round(float(p), 4) for p in e.probabilities],
-              'valence': round(float(e.valence), 4), 'arousal': round(float(e.arousal), 4),
+    """An EmotionArray as the page's plain data: floats exactly as published, so that what the page
+    rounds for display is what a subscriber rounding the message reads (no rounding twice)."""
+    faces = [{'face_id': e.face_id, 'label': e.label, 'confidence': float(e.confidence),
+              'labels': list(e.labels), 'probabilities': [float(p) for p in e.probabilities],
+              'valence': float(e.valence), 'arousal': float(e.arousal),
               'box': [e.roi.x_offset, e.roi.y_offset, e.roi.width, e.roi.height], 'model': e.model}
              for e in message.emotions]
     return {'stamp': {'sec': message.header.stamp.sec, 'nanosec': message.header.stamp.nanosec},
