@@ -4,12 +4,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from fer_ros.data.landmarks import mean_template
 from fer_ros.labels import FER2013_LABELS
-from fer_ros.model.checkpoint import (ARCHITECTURES, ModelLoadError, load_model, load_training_state,
-                                      save_checkpoint, save_training_state)
+from fer_ros.model.checkpoint import (ARCHITECTURES, INT8_SCALE_SUFFIX, ModelLoadError, load_model,
+                                      load_training_state, save_checkpoint, save_training_state)
 from fer_ros.model.cnn_se_gcn import CNNSEGCN, CNNSEGCNConfig
+from fer_ros.model.export import export
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model.metadata import ARCHITECTURE_NAMES
 from fer_ros.vision.alignment import align_face
@@ -51,6 +53,53 @@ def test_half_precision_round_trip(tmp_path, saved):
     images, landmarks = inputs()
     with torch.no_grad():
         assert torch.allclose(model(images, landmarks).logits, loaded(images, landmarks).logits, atol=1e-2)
+
+
+def test_int8_weights_round_trip_within_half_a_step_per_channel(tmp_path, saved):
+    model, _ = saved
+    save_checkpoint(tmp_path / 'int8', model, {'labels': list(FER2013_LABELS)}, half=True, int8_prefixes=('cnn.',))
+    stored = load_file(str(tmp_path / 'int8.safetensors'))
+    int8_keys = [key for key, tensor in stored.items() if tensor.dtype == torch.int8]
+    # every convolution weight of the CNN, nothing else (batch norm, GCN, classifier stay float16)
+    expected = [key for key, tensor in model.state_dict().items()
+                if key.startswith('cnn.') and key.endswith('.weight') and tensor.dim() >= 2]
+    assert sorted(int8_keys) == sorted(expected) and expected
+    assert all(key + INT8_SCALE_SUFFIX in stored for key in int8_keys)
+    loaded, metadata = load_model(tmp_path / 'int8')
+    assert metadata['int8_weights']['tensors'] == len(expected)
+    original, restored = model.state_dict(), loaded.state_dict()
+    for key in expected:
+        step = original[key].abs().flatten(1).amax(dim=1) / 127
+        error = (original[key] - restored[key]).abs().flatten(1).amax(dim=1)
+        assert (error <= step / 2 + 1e-7).all(), key
+    images, landmarks = inputs()
+    with torch.no_grad():
+        assert torch.allclose(model(images, landmarks).logits, loaded(images, landmarks).logits, atol=5e-2)
+    # fer-export keeps them int8: the same integers and scales again
+    export(tmp_path / 'int8', tmp_path / 'exported')
+    again = load_file(str(tmp_path / 'exported.safetensors'))
+    assert all(torch.equal(again[key], stored[key]) for key in int8_keys)
+
+
+@pytest.mark.parametrize('damage, message', [
+    (lambda state, key: state.pop(key), 'not the per-channel scale'),  # a scale without its weight
+    (lambda state, key: state.update({key + INT8_SCALE_SUFFIX: state[key + INT8_SCALE_SUFFIX][:-1]}),
+     'not the per-channel scale'),
+    (lambda state, key: state.update({key + INT8_SCALE_SUFFIX: torch.full_like(state[key + INT8_SCALE_SUFFIX],
+                                                                               float('inf'))}),
+     'not the per-channel scale'),
+    (lambda state, key: state.pop(key + INT8_SCALE_SUFFIX), 'integers where the architecture has floats'),
+])
+def test_int8_weights_with_a_damaged_scale_are_refused(tmp_path, saved, damage, message):
+    model, _ = saved
+    save_checkpoint(tmp_path / 'int8', model, {'labels': list(FER2013_LABELS)}, int8_prefixes=('cnn.',))
+    weights = tmp_path / 'int8.safetensors'
+    state = load_file(str(weights))
+    damage(state, next(key for key, tensor in state.items() if tensor.dtype == torch.int8))
+    save_file(state, str(weights))
+    rewrite_metadata(tmp_path / 'int8', lambda metadata: metadata.pop('weights_sha256'))  # past the sha256 check
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(tmp_path / 'int8')
 
 
 def test_missing_weights(tmp_path):

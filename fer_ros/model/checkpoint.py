@@ -3,7 +3,10 @@
 The JSON holds everything needed to rebuild and use the model: format
 version, architecture name and config, labels, input size, number of
 landmarks, the sha256 of the weights file (checked on load, so a truncated
-or bit-flipped file is refused), plus free-form training data and metrics. Training state for an
+or bit-flipped file is refused), plus free-form training data and metrics.
+Weights are float32 or float16; chosen convolution and linear weights may be
+stored as int8 with one float32 scale per output channel (``<key>`` int8 +
+``<key>.int8_scale``), turned back into floats on load. Training state for an
 exact resume (optimizer, scheduler, RNG, epoch) is a separate ``.pt`` file
 read with ``torch.load(weights_only=True)``.
 """
@@ -21,6 +24,8 @@ from fer_ros.model.fused import FusedCNNSEGCN, FusedCNNSEGCNConfig
 from fer_ros.model.metadata import (FORMAT_VERSION, ModelLoadError, checkpoint_paths, file_sha256,
                                     read_metadata)
 
+INT8_SCALE_SUFFIX = '.int8_scale'
+
 # architecture name in the JSON -> (config class, model class)
 ARCHITECTURES = {
     CNNSEGCN.architecture: (CNNSEGCNConfig, CNNSEGCN),
@@ -31,10 +36,12 @@ ARCHITECTURES = {
 }
 
 
-def save_checkpoint(path, model, metadata, half=False):
+def save_checkpoint(path, model, metadata, half=False, int8_prefixes=()):
     """Write weights and metadata; ``metadata`` must contain ``labels``. Returns both paths.
 
-    ``half`` stores floating-point weights as float16 (loaded back as float32).
+    ``half`` stores floating-point weights as float16 (loaded back as float32). Convolution and linear
+    weights (``*.weight`` of 2 or more dimensions) whose key starts with one of ``int8_prefixes`` are
+    stored as int8, symmetric per output channel (:func:`int8_per_channel`).
     """
     labels = list(metadata.get('labels', ()))
     if len(labels) != model.config.num_classes:
@@ -44,9 +51,12 @@ def save_checkpoint(path, model, metadata, half=False):
     state = {}
     for key, tensor in model.state_dict().items():
         tensor = tensor.detach().cpu()
-        state[key] = (tensor.half() if half and tensor.is_floating_point() else tensor).contiguous()
+        if key.startswith(tuple(int8_prefixes)) and key.endswith('.weight') and tensor.dim() >= 2:
+            state[key], state[key + INT8_SCALE_SUFFIX] = int8_per_channel(tensor)
+        else:
+            state[key] = (tensor.half() if half and tensor.is_floating_point() else tensor).contiguous()
     save_file(state, str(weights_path))
-    document = dict(metadata)
+    document = {key: value for key, value in metadata.items() if key != 'int8_weights'}  # as saved now
     document['weights_sha256'] = file_sha256(weights_path)
     document.update({
         'format_version': FORMAT_VERSION,
@@ -58,8 +68,36 @@ def save_checkpoint(path, model, metadata, half=False):
         'uses_landmarks': model.uses_landmarks,
         'dtype': 'float16' if half else 'float32',
     })
+    int8_keys = sorted(key[:-len(INT8_SCALE_SUFFIX)] for key in state if key.endswith(INT8_SCALE_SUFFIX))
+    if int8_keys:
+        document['int8_weights'] = {'prefixes': list(int8_prefixes), 'tensors': len(int8_keys),
+                                    'scheme': 'symmetric, one scale per output channel (max |w| / 127)'}
     metadata_path.write_text(json.dumps(document, indent=2, default=str))
     return weights_path, metadata_path
+
+
+def int8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 weight, float32 scale [out channels]) with weight ~= int8 * scale, rounded to the nearest step."""
+    weight = weight.float()
+    scale = weight.abs().flatten(1).amax(dim=1) / 127.0
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    shape = (-1,) + (1,) * (weight.dim() - 1)
+    return torch.round(weight / scale.view(shape)).clamp(-127, 127).to(torch.int8).contiguous(), scale.contiguous()
+
+
+def _dequantized(state: dict, weights_path) -> dict:
+    """``state`` with every int8 weight and its ``.int8_scale`` turned back into one float32 tensor."""
+    state = dict(state)
+    for scale_key in [key for key in state if key.endswith(INT8_SCALE_SUFFIX)]:
+        key, scale = scale_key[:-len(INT8_SCALE_SUFFIX)], state.pop(scale_key)
+        weight = state.get(key)
+        if (weight is None or weight.dtype != torch.int8 or weight.dim() < 2 or scale.dim() != 1
+                or scale.shape[0] != weight.shape[0] or not scale.is_floating_point()
+                or not torch.isfinite(scale).all()):
+            raise ModelLoadError(f'weights in {weights_path}: {scale_key} is not the per-channel scale of an int8 '
+                                 f'weight {key}')
+        state[key] = weight.float() * scale.float().view((-1,) + (1,) * (weight.dim() - 1))
+    return state
 
 
 def build_model(metadata):
@@ -96,6 +134,7 @@ def load_model(path, device='cpu'):
         state = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelLoadError(f'corrupt safetensors file {weights_path}: {error}') from error
+    state = _dequantized(state, weights_path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -104,6 +143,10 @@ def load_model(path, device='cpu'):
         raise ModelLoadError(
             f'weights in {weights_path} do not match the architecture in its JSON: '
             f'missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {sorted(mismatched)[:5]}')
+    not_float = sorted(key for key in state if expected[key].is_floating_point() and not state[key].is_floating_point())
+    if not_float:  # an int8 weight that lost its scale, for one
+        raise ModelLoadError(f'weights in {weights_path} hold integers where the architecture has floats: '
+                             f'{not_float[:5]}')
     not_finite = sorted(key for key, tensor in state.items()
                         if tensor.is_floating_point() and not torch.isfinite(tensor).all())
     if not_finite:

@@ -1,7 +1,8 @@
 """``fer-export CHECKPOINT OUTPUT_STEM``: re-save a trained checkpoint for shipping.
 
 Loads and validates the checkpoint, stores the weights in float16 (half the
-size; loaded back as float32) and keeps the metadata, with ``name`` set to the
+size; loaded back as float32), those the source stored as int8 again as int8,
+and keeps the metadata, with ``name`` set to the
 output file name so a node reports the name it was switched to. Compiled files
 made for the source (a fused model's int8 pixel graph) are not carried over:
 ``fer-fuse`` makes them.
@@ -18,8 +19,9 @@ def export(checkpoint, output, half: bool = True) -> tuple[Path, Path]:
     model, metadata = load_model(checkpoint)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    int8_prefixes = metadata.get('int8_weights', {}).get('prefixes', ())
     metadata = {key: value for key, value in metadata.items() if key != 'compiled'}  # files made for the source
-    return save_checkpoint(output, model, dict(metadata, name=output.name), half=half)
+    return save_checkpoint(output, model, dict(metadata, name=output.name), half=half, int8_prefixes=int8_prefixes)
 
 
 def main(argv=None) -> int:
