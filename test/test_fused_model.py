@@ -54,7 +54,7 @@ def probabilities(model, crops, landmarks):
 
 def test_a_fused_checkpoint_answers_the_weighted_mean_of_its_branches(branches, real_faces, tmp_path):
     pixel_path, mesh_path = branches
-    weights, _ = fuse(pixel_path, mesh_path, tmp_path / 'fused', pixel_weight=0.3)
+    weights, _ = fuse(pixel_path, mesh_path, tmp_path / 'fused', pixel_weight=0.3, int8_pixel_weights=False)
     fused, metadata = load_model(weights)
     assert isinstance(fused, FusedCNNSEGCN) and metadata['architecture'] == 'cnn_se_gcn_fused'
     assert fused.uses_landmarks and metadata['branches']['pixel']['source'] == str(pixel_path)
@@ -63,6 +63,11 @@ def test_a_fused_checkpoint_answers_the_weighted_mean_of_its_branches(branches, 
     expected = (0.3 * probabilities(load_model(pixel_path)[0], crops, landmarks)
                 + 0.7 * probabilities(load_model(mesh_path)[0], crops, landmarks))
     np.testing.assert_allclose(probabilities(fused, crops, landmarks), expected, atol=1e-5)
+    # By default the pixel branch's weights are stored int8 per output channel: a smaller file, close answers.
+    int8_weights, _ = fuse(pixel_path, mesh_path, tmp_path / 'fused_int8', pixel_weight=0.3)
+    assert int8_weights.stat().st_size < weights.stat().st_size
+    assert load_model(int8_weights)[1]['int8_weights']['prefixes'] == ['pixel.']
+    np.testing.assert_allclose(probabilities(load_model(int8_weights)[0], crops, landmarks), expected, atol=0.01)
 
 
 def test_fuse_refuses_branches_of_the_wrong_kind_or_labels(branches, tmp_path):

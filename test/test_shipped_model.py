@@ -16,8 +16,7 @@ from fer_ros.srv import SwitchModel
 from model_fixtures import aligned_photo_faces
 from node_harness import running_emotion_node
 
-MAX_WEIGHTS_BYTES = 25 * 1024 * 1024
-MAX_FUSED_WEIGHTS_BYTES = 30 * 1024 * 1024  # two branches in one file (float16; the CPU serves the pixel one int8)
+MAX_WEIGHTS_BYTES = 25_000_000  # the fused default's two branches too (its pixel weights int8)
 SHIPPED_MODELS = {DEFAULT_MODEL: 'cnn_se_gcn_fused', 'cnn_se_gcn_facemesh_fer2013': 'cnn_se_gcn_facemesh',
                   'cnn_se_fer2013': 'cnn_se_gcn', 'pcnn_fer2013': 'pcnn', 'efficientnet_b2_fer2013': 'efficientnet_b2'}
 
@@ -32,8 +31,7 @@ def test_shipped_weights_are_small_and_described(name):
     path = ModelStore([SHIPPED_MODEL_DIR]).resolve(name)
     weights, metadata_path = checkpoint_paths(path)
     metadata = read_metadata(path)
-    fused = metadata['architecture'] == 'cnn_se_gcn_fused'
-    assert weights.stat().st_size <= (MAX_FUSED_WEIGHTS_BYTES if fused else MAX_WEIGHTS_BYTES)
+    assert weights.stat().st_size <= MAX_WEIGHTS_BYTES
     assert metadata['name'] == name and metadata['architecture'] == SHIPPED_MODELS[name]
     assert tuple(metadata['labels']) == FER2013_LABELS
     assert all(getattr(EmotionStamped, label.upper()) == label for label in metadata['labels'])
