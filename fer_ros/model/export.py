@@ -19,7 +19,8 @@ def export(checkpoint, output, half: bool = True) -> tuple[Path, Path]:
     model, metadata = load_model(checkpoint)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    int8_prefixes = metadata.get('int8_weights', {}).get('prefixes', ())
+    stored_int8 = metadata.get('int8_weights')
+    int8_prefixes = tuple(stored_int8.get('prefixes', ())) if isinstance(stored_int8, dict) else ()
     metadata = {key: value for key, value in metadata.items() if key != 'compiled'}  # files made for the source
     return save_checkpoint(output, model, dict(metadata, name=output.name), half=half, int8_prefixes=int8_prefixes)
 
