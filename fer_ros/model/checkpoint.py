@@ -81,8 +81,13 @@ def int8_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     weight = weight.float()
     scale = weight.abs().flatten(1).amax(dim=1) / 127.0
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    shape = (-1,) + (1,) * (weight.dim() - 1)
-    return torch.round(weight / scale.view(shape)).clamp(-127, 127).to(torch.int8).contiguous(), scale.contiguous()
+    return (torch.round(weight / _per_output_channel(scale, weight)).clamp(-127, 127).to(torch.int8).contiguous(),
+            scale.contiguous())
+
+
+def _per_output_channel(scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``scale`` [out channels] shaped to broadcast over ``weight`` [out channels, ...]."""
+    return scale.view((-1,) + (1,) * (weight.dim() - 1))
 
 
 def _dequantized(state: dict, weights_path) -> dict:
@@ -96,7 +101,7 @@ def _dequantized(state: dict, weights_path) -> dict:
                 or not torch.isfinite(scale).all()):
             raise ModelLoadError(f'weights in {weights_path}: {scale_key} is not the per-channel scale of an int8 '
                                  f'weight {key}')
-        state[key] = weight.float() * scale.float().view((-1,) + (1,) * (weight.dim() - 1))
+        state[key] = weight.float() * _per_output_channel(scale.float(), weight)
     return state
 
 
