@@ -20,6 +20,7 @@ import argparse
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -96,6 +97,32 @@ def node_command(module: str, params_file: Path, params: list[str], remaps: list
     return command
 
 
+SIGINT_RECEIVED = threading.Event()
+
+
+def raise_keyboard_interrupt(_signum, _frame) -> None:
+    """fer-run's SIGINT handler: Python's default (KeyboardInterrupt), remembering that it came."""
+    SIGINT_RECEIVED.set()
+    raise KeyboardInterrupt
+
+
+class InterruptibleExecutor(SingleThreadedExecutor):
+    """A SingleThreadedExecutor whose spin_once ends with KeyboardInterrupt on Ctrl-C wherever it lands.
+
+    A KeyboardInterrupt raised while rclpy turns a received message into a Python object, in native
+    code, comes out as a RuntimeError ('Unable to convert call argument ...'); after a SIGINT, that
+    error is the interrupt.
+    """
+
+    def spin_once(self, timeout_sec=None) -> None:
+        try:
+            super().spin_once(timeout_sec)
+        except RuntimeError:
+            if SIGINT_RECEIVED.is_set():
+                raise KeyboardInterrupt from None
+            raise
+
+
 def spin_until_quiet(executor, count, quiet_s: float, limit_s: float = DRAIN_LIMIT_S) -> None:
     """Spin until count() has not changed for quiet_s seconds, or for at most limit_s."""
     start = time.monotonic()
@@ -115,7 +142,7 @@ class PipelineMonitor:
         # context down under a spinning executor.
         rclpy.init(args=[], context=self._context, signal_handler_options=SignalHandlerOptions.NO)
         self._node = rclpy.create_node('fer_run', context=self._context)
-        self._executor = SingleThreadedExecutor(context=self._context)
+        self._executor = InterruptibleExecutor(context=self._context)
         self._executor.add_node(self._node)
         self.results = 0
         self.node_counters: dict[str, str] = {}
@@ -212,7 +239,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     # SIGINT (Ctrl-C, or a supervisor's stop) ends fer-run and its nodes, even when a shell started it
     # in the background with SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, raise_keyboard_interrupt)
     params_file = args.params_file or default_params_file()
     if not params_file.is_file():
         print(f'fer-run: params file {params_file} not found', file=sys.stderr)

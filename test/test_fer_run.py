@@ -5,8 +5,9 @@ import subprocess
 import sys
 
 import pytest
+import rclpy
 
-from fer_ros.run import parse_args, web_view_params
+from fer_ros.run import SIGINT_RECEIVED, InterruptibleExecutor, parse_args, web_view_params
 from model_fixtures import write_tiny_model
 
 
@@ -45,3 +46,29 @@ def test_web_options_need_web_and_become_web_view_parameters(capsys):
     args = parse_args(['--web', '--web-port', '9000', '--allow-control', '--foxglove', '--web-param', 'host:=0.0.0.0'])
     assert web_view_params(args) == ['port:=9000', 'allow_control:=true', 'foxglove:=true', 'host:=0.0.0.0']
     assert web_view_params(parse_args(['--web'])) == []
+
+
+@pytest.mark.parametrize('after_sigint', [False, True])
+def test_the_monitor_executor_turns_a_native_error_after_ctrl_c_into_keyboard_interrupt(after_sigint):
+    """rclpy reports a KeyboardInterrupt raised inside its message conversion as a RuntimeError; fer-run's
+    executor raises it as KeyboardInterrupt once a SIGINT came, and leaves every other RuntimeError as it is."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('fer_run_executor_test', context=context)
+    executor = InterruptibleExecutor(context=context)
+    executor.add_node(node)
+
+    def native_error():
+        raise RuntimeError('Unable to convert call argument 0 to Python object')
+
+    node.create_timer(0.01, native_error)
+    if after_sigint:
+        SIGINT_RECEIVED.set()
+    try:
+        with pytest.raises(KeyboardInterrupt if after_sigint else RuntimeError):
+            executor.spin_once(timeout_sec=5)
+    finally:
+        SIGINT_RECEIVED.clear()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
