@@ -15,6 +15,7 @@ import numpy as np
 from fer_ros.affect import valence_arousal
 from fer_ros.vision.alignment import align_face
 from fer_ros.vision.face_mesh import FaceMeshDetector
+from fer_ros.vision.mirror import mirror_averaged
 from fer_ros.vision.tracking import FaceIds, FaceTracker
 
 if TYPE_CHECKING:  # PyTorch is imported only where it is used
@@ -65,6 +66,7 @@ class PipelineSettings:
     seen_crops: int = 64
     landmark_backend: str = 'mediapipe'  # or 'torch' (fer_ros.vision.torch_face_mesh; no video_mode tracking)
     landmark_device: str = 'cpu'
+    mirror_average: bool = False  # classify each face and its mirror image, average (twice the classifier time)
 
     def validate(self) -> None:
         if self.landmark_backend not in LANDMARK_BACKENDS:
@@ -168,7 +170,10 @@ class EmotionPipeline:
         crops = np.stack([crop for crop, _ in aligned])
         landmarks = np.stack([points for _, points in aligned])
         classifier = self._classifier
-        probabilities = classifier.predict(crops, landmarks)
+        if self.settings.mirror_average:
+            probabilities = mirror_averaged(classifier.predict, crops, landmarks)
+        else:
+            probabilities = classifier.predict(crops, landmarks)
         with self._seen_lock:
             self._seen.extend(zip(crops, landmarks))
         ids = tracker.update([face.box for face in faces], time.monotonic() if now is None else now)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from fer_ros.data.augment import FaceAugment, hflip, warp
+from fer_ros.data.augment import FaceAugment, warp
 from fer_ros.data.landmarks import mean_template
+from fer_ros.vision.mirror import hflip
 
 CKPLUS = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'ckplus48'
 

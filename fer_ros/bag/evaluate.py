@@ -63,7 +63,7 @@ def agreement(first: ReplayRun, second: ReplayRun) -> dict:
 
 
 def evaluate(bag, *, mode='offline', topic=None, labels_file=None, label_topic='/labels', model=DEFAULT_MODEL,
-             model_dir='', device='auto', video_mode=False, rate=1.0, respawn=False,
+             model_dir='', device='auto', video_mode=False, mirror_average=False, rate=1.0, respawn=False,
              output='reports/bag_eval') -> dict:
     """Run the requested modes, write their reports under output/<mode>; returns a summary."""
     bag, output = Path(bag), Path(output)
@@ -72,13 +72,15 @@ def evaluate(bag, *, mode='offline', topic=None, labels_file=None, label_topic='
     runs = {}
     if mode in ('offline', 'both'):
         classifier = ExpressionClassifier(ModelStore([model_dir, SHIPPED_MODEL_DIR]).resolve(model), device=device)
-        runs['offline'] = run_offline(bag, topic, classifier, PipelineSettings(video_mode=video_mode))
+        runs['offline'] = run_offline(bag, topic, classifier,
+                                      PipelineSettings(video_mode=video_mode, mirror_average=mirror_average))
     if mode in ('live', 'both'):
         (output / 'live').mkdir(parents=True, exist_ok=True)
         recording = output / 'live' / 'emotion.mcap'
         if recording.exists():
             raise BagError(f'{recording} exists: choose another --output')
-        params = [f'model:={model}', f'device:={device}', f'video_mode:={str(video_mode).lower()}']
+        params = [f'model:={model}', f'device:={device}', f'video_mode:={str(video_mode).lower()}',
+                  f'mirror_average:={str(mirror_average).lower()}']
         if model_dir:
             params.append(f'model_dir:={model_dir}')
         runs['live'] = run_live(bag, topic, recording, node_params=params, rate=rate, respawn=respawn)
@@ -110,6 +112,8 @@ def main(argv=None) -> int:
     parser.add_argument('--device', default='auto', choices=['auto', 'cpu', 'cuda'])
     parser.add_argument('--video-mode', action='store_true',
                         help='MediaPipe tracking between frames (for continuous video; off for dataset bags)')
+    parser.add_argument('--mirror-average', action='store_true',
+                        help="average each face's probabilities with its mirror image's (the node's parameter)")
     parser.add_argument('--rate', type=float, default=1.0, help='live: multiple of the recorded rate')
     parser.add_argument('--respawn', action='store_true',
                         help='live: restart the node if it dies during the replay (frames meanwhile count as lost)')
@@ -118,7 +122,8 @@ def main(argv=None) -> int:
     try:
         summary = evaluate(args.bag, mode=args.mode, topic=args.topic, labels_file=args.labels,
                            label_topic=args.label_topic, model=args.model, model_dir=args.model_dir,
-                           device=args.device, video_mode=args.video_mode, rate=args.rate, respawn=args.respawn,
+                           device=args.device, video_mode=args.video_mode, mirror_average=args.mirror_average,
+                           rate=args.rate, respawn=args.respawn,
                            output=args.output)
     except (BagError, LabelError, ModelNameError, ModelLoadError, ValueError) as error:
         raise SystemExit(f'fer-bag-eval: {error}') from None

@@ -12,21 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from fer_ros.model.facemesh_constants import MIRROR_PERMUTATION
-
-MIRROR = np.asarray(MIRROR_PERMUTATION)
-
-
-def hflip_landmarks(landmarks, size):
-    """Landmarks of the mirrored crop of side ``size``: pixel i -> S - 1 - i, left/right landmarks swapped."""
-    flipped = landmarks[MIRROR].copy()
-    flipped[:, 0] = (size - 1) / size - flipped[:, 0]
-    return flipped
-
-
-def hflip(image, landmarks):
-    """Mirror a crop and its landmarks."""
-    return np.ascontiguousarray(image[:, ::-1]), hflip_landmarks(landmarks, image.shape[1])
+from fer_ros.vision.mirror import hflip
 
 
 def warp(image, landmarks, matrix):

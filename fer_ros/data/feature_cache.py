@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from fer_ros.data.augment import hflip_landmarks
 from fer_ros.data.landmarks import content_key
 from fer_ros.vision.face_mesh_files import FACE_LANDMARK_SHA256, GRAPH_INPUT_SIZE
+from fer_ros.vision.mirror import hflip_landmarks
 
 AUGMENTATIONS = ('none', 'hflip')
 FORMAT_VERSION = 1

@@ -79,6 +79,8 @@ PARAMETERS = {
     'track_iou_threshold': (0.3, 'least box IoU for a face to keep its track id'),
     'track_max_age': (1.0, 'seconds a track survives without its face'),
     'smoothing': (1.0, 'per-track probability smoothing factor in (0, 1]; 1 disables smoothing'),
+    'mirror_average': (False, "classify each face and its mirror image and average the two (a point more accurate "
+                              'on FER-2013 PublicTest, twice the classifier time per face); false: the face alone'),
     'publish_per_face': (True, 'also publish each face as EmotionStamped on emotion/faces'),
     'publish_annotated': (False, 'publish emotion/image_annotated with boxes, labels and confidence'),
     'annotated_max_rate': (5.0, 'most annotated images per second (0: every processed frame)'),
@@ -376,6 +378,7 @@ class EmotionNode(LifecycleNode):
             track_max_age_s=values['track_max_age'],
             smoothing=values['smoothing'],
             seen_crops=values['seen_crops'],
+            mirror_average=values['mirror_average'],
             landmark_backend=values['landmark_backend'],
             landmark_device=landmark_device(values['device']) if values['landmark_backend'] == 'torch' else 'cpu')
         settings.validate()

@@ -29,6 +29,7 @@ from fer_ros.nodes.ros_image import message_to_bgr
 from fer_ros.vision.alignment import align_face
 from fer_ros.vision.face_mesh import FaceMeshDetector
 from fer_ros.vision.image_codec import ImageDecodeError
+from fer_ros.vision.mirror import mirror_averaged
 
 PARAMETERS = {
     'model': (DEFAULT_MODEL, 'model name, looked up in model_dir then in the shipped weights'),
@@ -38,6 +39,8 @@ PARAMETERS = {
     'crop_topic': ('cropped', "per-face image topic under /humans/faces/<id>/: 'cropped' or 'aligned'"),
     'crop_margin': (0.5, 'border added around a crop before the mesh is searched, as a share of its side '
                          '(the face detector needs some context around a tight crop)'),
+    'mirror_average': (False, "classify each face and its mirror image and average the two (as the emotion node's "
+                              'parameter)'),
 }
 CROP_TOPICS = ('cropped', 'aligned')
 
@@ -67,6 +70,7 @@ class HriExpressionNode(Node):
         from hri_msgs.msg import Expression, IdsList
         self._expression_type = Expression
         self._crop_topic, self._margin = param('crop_topic'), param('crop_margin')
+        self._mirror_average = param('mirror_average')
         model = param('model')
         self._classifier, notes = load_classifier(ModelStore([param('model_dir'), SHIPPED_MODEL_DIR]).resolve(model),
                                                   device=param('device'), name=model,
@@ -122,7 +126,10 @@ class HriExpressionNode(Node):
             self.without_mesh += 1
             return
         crop, landmarks = align_face(image, faces[0].landmarks)
-        probabilities = self._classifier.predict(crop[None], landmarks[None])[0]
+        if self._mirror_average:
+            probabilities = mirror_averaged(self._classifier.predict, crop[None], landmarks[None])[0]
+        else:
+            probabilities = self._classifier.predict(crop[None], landmarks[None])[0]
         labels = self._classifier.labels
         label = labels[int(np.argmax(probabilities))]
         valence, arousal = valence_arousal(probabilities, labels)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fer_ros.data.augment import MIRROR
+from fer_ros.vision.mirror import MIRROR
 
 
 class DeviceFaceBatches:

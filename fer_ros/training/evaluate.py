@@ -15,11 +15,14 @@ Two protocols:
 Both write report.json, predictions.csv (one row per image) and confusion_matrix.png.
 With ``--attack-epsilon`` the crops protocol also reports accuracy under FGSM
 and PGD-10 (step epsilon / 4, random start) in pixel space, on
-``--attack-samples`` images (a fixed random subset).
+``--attack-samples`` images (a fixed random subset). ``--mirror-average``
+scores the mean over each face and its mirror image, as the emotion node does
+with its ``mirror_average`` parameter.
 """
 import argparse
 import csv
 import json
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -38,19 +41,29 @@ from fer_ros.pipeline import EmotionPipeline, PipelineSettings, largest_face
 from fer_ros.training import console_script
 from fer_ros.vision.framing import as_bgr, place_face
 from fer_ros.vision.image_codec import bgr_to_compressed, compressed_to_bgr
+from fer_ros.vision.mirror import hflip_landmarks, mirror_averaged
 
 PROTOCOLS = ('crops', 'frames')
 
 
 @torch.no_grad()
-def predict_loader(model, loader, device):
-    """(softmax probabilities [N, C], labels [N]) of a loader of FaceDataset batches."""
+def predict_loader(model, loader, device, mirror_average=False):
+    """(softmax probabilities [N, C], labels [N]) of a loader of FaceDataset batches; ``mirror_average``:
+    the mean of each face's probabilities and its mirror image's (as :func:`mirror_averaged`)."""
     model.eval()
+
+    def probabilities_of(images, landmarks):
+        landmarks = torch.as_tensor(landmarks).to(device) if model.uses_landmarks else None
+        return torch.softmax(model(images.to(device), landmarks).logits.float(), dim=1).cpu()
+
     probabilities, labels = [], []
     for batch in loader:
-        landmarks = batch['landmarks'].to(device) if model.uses_landmarks else None
-        logits = model(batch['image'].to(device), landmarks).logits
-        probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
+        images, landmarks = batch['image'], batch['landmarks']
+        batch_probabilities = probabilities_of(images, landmarks)
+        if mirror_average:
+            mirrored = probabilities_of(images.flip(-1), hflip_landmarks(landmarks.numpy(), images.shape[-1]))
+            batch_probabilities = (batch_probabilities + mirrored) / 2
+        probabilities.append(batch_probabilities)
         labels.append(batch['label'])
     return torch.cat(probabilities).numpy(), torch.cat(labels).numpy()
 
@@ -142,13 +155,17 @@ def prediction_rows(samples, probabilities, found=None) -> list[dict]:
 
 
 def evaluate_checkpoint(model_path, data, kind='fer2013', split='val', landmark_cache=None, device='auto',
-                        batch_size=256, attack_epsilon=None, attack_samples=1000, compiled=False) -> dict:
+                        batch_size=256, attack_epsilon=None, attack_samples=1000, compiled=False,
+                        mirror_average=False) -> dict:
     """Crops protocol: the classification report of a checkpoint on a dataset split, with per-image
     ``predictions`` (ValueError for a mismatch); with ``attack_epsilon`` (1/255 units) also the
     accuracy under FGSM and PGD-10 on ``attack_samples`` images. ``compiled``: score through the
-    runtime the node uses on a CPU (:class:`~fer_ros.model.compiled.CompiledClassifier`)."""
+    runtime the node uses on a CPU (:class:`~fer_ros.model.compiled.CompiledClassifier`).
+    ``mirror_average``: score the mean over each face and its mirror image (the node's parameter)."""
     if compiled and attack_epsilon:
         raise ValueError('attacks need gradients: run them without --compiled')
+    if mirror_average and attack_epsilon:
+        raise ValueError('attacks are measured on the model alone: run them without --mirror-average')
     device = resolve_device(device)
     model, metadata = load_model(model_path, device)
     samples = load_samples(kind, data, split, metadata['labels'])
@@ -165,14 +182,17 @@ def evaluate_checkpoint(model_path, data, kind='fer2013', split='val', landmark_
     if compiled:
         from fer_ros.model.compiled import CompiledClassifier
         classifier = CompiledClassifier(model_path, num_threads=torch.get_num_threads())
-        probabilities = np.concatenate([classifier.predict(faces.images[start:start + batch_size],
-                                                           faces.landmarks[start:start + batch_size])
+        predict = partial(mirror_averaged, classifier.predict) if mirror_average else classifier.predict
+        probabilities = np.concatenate([predict(faces.images[start:start + batch_size],
+                                                faces.landmarks[start:start + batch_size])
                                         for start in range(0, len(dataset), batch_size)])
         labels = faces.labels
     else:
-        probabilities, labels = predict_loader(model, DataLoader(dataset, batch_size=batch_size), device)
+        probabilities, labels = predict_loader(model, DataLoader(dataset, batch_size=batch_size), device,
+                                               mirror_average)
     report = classification_report(probabilities, labels, samples.class_names)
-    report.update({'protocol': 'crops', 'runtime': 'compiled' if compiled else 'pytorch', 'model': str(model_path),
+    report.update({'protocol': 'crops', 'runtime': 'compiled' if compiled else 'pytorch',
+                   'mirror_average': mirror_average, 'model': str(model_path),
                    'data': str(data), 'split': split, 'class_names': list(samples.class_names),
                    'predictions': prediction_rows(samples, probabilities), 'probabilities': probabilities})
     if attack_epsilon:
@@ -195,15 +215,17 @@ def read_bgr(item) -> np.ndarray:
 
 def evaluate_in_frames(model_path, data, kind='fer2013', split='val', *, frame_size=(640, 480), face_size=240,
                        background=None, jpeg=False, device='auto', landmark_backend='mediapipe',
-                       progress=False) -> dict:
+                       mirror_average=False, progress=False) -> dict:
     """Frames protocol (see the module docstring): the classification report on the images whose frame
-    had a face, the count of those without, and per-image ``predictions``."""
+    had a face, the count of those without, and per-image ``predictions``; ``mirror_average`` as the
+    node's parameter."""
     classifier = ExpressionClassifier(model_path, device)
     samples = load_samples(kind, data, split, classifier.labels)
     if tuple(samples.class_names) != tuple(classifier.labels):
         raise ValueError(f'dataset classes {samples.class_names} differ from model labels {classifier.labels}')
     pipeline = EmotionPipeline(classifier, PipelineSettings(video_mode=False, landmark_backend=landmark_backend,
-                                                            landmark_device=str(classifier.device)))
+                                                            landmark_device=str(classifier.device),
+                                                            mirror_average=mirror_average))
     probabilities = np.zeros((len(samples), len(samples.class_names)), np.float32)
     found = np.zeros(len(samples), bool)
     try:
@@ -224,6 +246,7 @@ def evaluate_in_frames(model_path, data, kind='fer2013', split='val', *, frame_s
                    'faces_found': int(found.sum()), 'no_face': int((~found).sum()),
                    'frame': {'size': list(frame_size), 'face_size': face_size, 'background': background,
                              'jpeg': jpeg, 'landmark_backend': landmark_backend},
+                   'mirror_average': mirror_average,
                    'predictions': prediction_rows(samples, probabilities, found)})
     return report
 
@@ -260,16 +283,20 @@ def main(argv=None):
     parser.add_argument('--compiled', action='store_true',
                         help='crops: score through the runtime the node uses on a CPU (LiteRT + ONNX Runtime; '
                              'face-mesh and fused models)')
+    parser.add_argument('--mirror-average', action='store_true',
+                        help="score the mean of each face's probabilities and its mirror image's "
+                             "(the emotion node's mirror_average parameter)")
     args = parser.parse_args(argv)
     try:
         if args.protocol == 'frames':
             report = evaluate_in_frames(args.model, args.data, args.kind, args.split, frame_size=tuple(args.size),
                                         face_size=args.face_size, background=args.background, jpeg=args.jpeg,
-                                        device=args.device, landmark_backend=args.landmark_backend, progress=True)
+                                        device=args.device, landmark_backend=args.landmark_backend,
+                                        mirror_average=args.mirror_average, progress=True)
         else:
             report = evaluate_checkpoint(args.model, args.data, args.kind, args.split, args.landmark_cache,
                                          args.device, args.batch_size, args.attack_epsilon, args.attack_samples,
-                                         args.compiled)
+                                         args.compiled, args.mirror_average)
     except ValueError as error:
         raise SystemExit(f'fer-eval: {error}') from None
     output = Path(args.output)

@@ -9,7 +9,10 @@ folds of the same seed) on fold k's held-out subjects, as
 :class:`fer_ros.model.fused.FusedCNNSEGCN` does. Reported as ``fer-kfold``
 does: each run's best epoch per fold (chosen on the held-out fold, the usual
 CK+ protocol; optimistic) and its last epoch (no choice on the held-out
-fold). Writes ``fused_kfold_report.json`` into the pixel run's folder.
+fold). ``--mirror-average`` scores every model on each face and its mirror
+image, as the emotion node's ``mirror_average`` parameter does. Writes
+``fused_kfold_report.json`` (``fused_kfold_mirror_average_report.json``) into
+the pixel run's folder.
 """
 import argparse
 import json
@@ -36,7 +39,8 @@ def fold_model(fold_dir: Path, epoch: str):
     return model.eval()
 
 
-def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0, pixel_weight=0.5) -> dict:
+def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0, pixel_weight=0.5,
+                mirror_average=False) -> dict:
     """Per-fold and mean/std accuracy of the fused folds, best and last epochs."""
     samples = load_samples('ckplus', data)
     cache = LandmarkCache(landmark_cache)
@@ -48,7 +52,8 @@ def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0,
         loader = DataLoader(FaceDataset(faces), batch_size=256)
         row = {'fold': fold, 'faces': int(len(test_indices))}
         for epoch in ('best', 'last'):
-            pixel, mesh = (predict_loader(fold_model(Path(run) / f'fold_{fold}', epoch), loader, 'cpu')[0]
+            pixel, mesh = (predict_loader(fold_model(Path(run) / f'fold_{fold}', epoch), loader, 'cpu',
+                                          mirror_average)[0]
                            for run in (pixel_run, mesh_run))
             for name, fused in (('pixel', pixel), ('mesh', mesh),
                                 ('fused', pixel_weight * pixel + (1.0 - pixel_weight) * mesh)):
@@ -58,7 +63,8 @@ def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0,
         rows.append(row)
         print(json.dumps(row), flush=True)
     keys = [key for key in rows[0] if key.endswith(('accuracy', 'macro_f1'))]
-    return {'pixel_run': str(pixel_run), 'mesh_run': str(mesh_run), 'pixel_weight': pixel_weight, 'folds': rows,
+    return {'pixel_run': str(pixel_run), 'mesh_run': str(mesh_run), 'pixel_weight': pixel_weight,
+            'mirror_average': mirror_average, 'folds': rows,
             'mean': {key: float(np.mean([row[key] for row in rows])) for key in keys},
             'std': {key: float(np.std([row[key] for row in rows])) for key in keys},
             'selection': 'best_*: best epoch per fold chosen on its held-out fold; last_*: last epoch'}
@@ -74,10 +80,13 @@ def main(argv=None):
     parser.add_argument('--num-folds', type=int, default=10)
     parser.add_argument('--seed', type=int, default=0, help='the seed both fer-kfold runs split with')
     parser.add_argument('--pixel-weight', type=float, default=0.5)
+    parser.add_argument('--mirror-average', action='store_true',
+                        help='score the mean over each face and its mirror image')
     args = parser.parse_args(argv)
     summary = fused_kfold(args.pixel_run, args.mesh_run, args.data, args.landmark_cache, args.num_folds, args.seed,
-                          args.pixel_weight)
-    (Path(args.pixel_run) / 'fused_kfold_report.json').write_text(json.dumps(summary, indent=2))
+                          args.pixel_weight, args.mirror_average)
+    report = 'fused_kfold_mirror_average_report.json' if args.mirror_average else 'fused_kfold_report.json'
+    (Path(args.pixel_run) / report).write_text(json.dumps(summary, indent=2))
     for key in summary['mean']:
         print(f"{key}: {summary['mean'][key]:.4f} +- {summary['std'][key]:.4f}")
     return summary
