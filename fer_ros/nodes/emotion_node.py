@@ -79,8 +79,9 @@ PARAMETERS = {
     'track_iou_threshold': (0.3, 'least box IoU for a face to keep its track id'),
     'track_max_age': (1.0, 'seconds a track survives without its face'),
     'smoothing': (1.0, 'per-track probability smoothing factor in (0, 1]; 1 disables smoothing'),
-    'mirror_average': (False, "classify each face and its mirror image and average the two (a point more accurate "
-                              'on FER-2013 PublicTest, twice the classifier time per face); false: the face alone'),
+    'mirror_average': (False, "classify each face and its mirror image and average the two (the default model: "
+                              'half a point more on FER-2013 PublicTest, twice the classifier time per face); '
+                              'false: the face alone'),
     'publish_per_face': (True, 'also publish each face as EmotionStamped on emotion/faces'),
     'publish_annotated': (False, 'publish emotion/image_annotated with boxes, labels and confidence'),
     'annotated_max_rate': (5.0, 'most annotated images per second (0: every processed frame)'),
