@@ -158,14 +158,15 @@ CKPLUS = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'ckplus48'
 
 
 def write_fold_run(directory: Path, seed: int) -> Path:
-    """A finished fer-kfold run's checkpoints: fold_<k>/best (+ .json) and fold_<k>/last.pt, tiny random models."""
+    """A finished fer-kfold run: fold_<k>/best (+ .json), fold_<k>/last.pt and metrics.csv, tiny random models."""
     for fold in range(10):
         models = []
         for offset in (0, 50):  # best and last differ
             torch.manual_seed(seed * 100 + fold + offset)
             models.append(CNNSEGCN(tiny_config(use_gcn=False, num_classes=len(CKPLUS_LABELS))).eval())
         save_checkpoint(directory / f'fold_{fold}' / 'best', models[0], {'labels': list(CKPLUS_LABELS)})
-        save_training_state(directory / f'fold_{fold}' / 'last.pt', {'model': models[1].state_dict()})
+        save_training_state(directory / f'fold_{fold}' / 'last.pt', {'model': models[1].state_dict(), 'epoch': 2})
+        (directory / f'fold_{fold}' / 'metrics.csv').write_text('epoch,val_accuracy\n1,0.5\n2,0.4\n')
     return directory
 
 

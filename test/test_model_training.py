@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fer_ros.model.checkpoint import load_model, read_metadata
+from fer_ros.model.checkpoint import ModelLoadError, load_model, read_metadata
+from fer_ros.model.export import export
 from fer_ros.training.evaluate import main as evaluate_main
 from fer_ros.training.ablation import run_ablation
 from fer_ros.training.kfold import run_kfold
@@ -42,6 +43,15 @@ def test_short_training_lowers_loss_and_resumes(tmp_path):
 
     train(quick_config(tmp_path, epochs=4), resume=True)
     assert len(train_losses(tmp_path / 'run')) == 4
+
+    # fer-export --last-epoch: the weights of last.pt, the last epoch's metrics; a plain folder is refused
+    export(tmp_path / 'run', tmp_path / 'last_epoch', half=False, last_epoch=True)
+    last_model, last_metadata = load_model(tmp_path / 'last_epoch')
+    trained = torch.load(tmp_path / 'run' / 'last.pt', weights_only=True)['model']
+    assert all(torch.equal(last_model.state_dict()[key], value) for key, value in trained.items())
+    assert last_metadata['epoch'] == last_metadata['metrics']['epoch'] == 4
+    with pytest.raises(ModelLoadError, match='no last.pt'):
+        export(tmp_path / 'cache', tmp_path / 'nothing', last_epoch=True)
 
     small = tmp_path / 'small'
     for folder in sorted((FER2013 / 'val').iterdir()):

@@ -76,3 +76,19 @@ def test_warmup_stage_has_its_own_augmentation_and_no_dropout(tmp_path):
         assert all(m.training != warming_up for m in regularizers)
         augment = trainer.train_set.augment
         assert (augment.max_rotation_deg, augment.erase_probability) == ((0, 0) if warming_up else (15, 0.5))
+
+
+def test_steps_per_epoch_caps_the_batches_of_each_epoch(tmp_path):
+    config = load_config(REPO / 'config' / 'finetune_fer2013_pixel_fgsm.yaml', [
+        f'output_dir={tmp_path}', 'init_from=null', 'model.cnn_widths=[8,8,8,8]', 'model.fusion_dim=8',
+        'train.batch_size=2', 'train.steps_per_epoch=3', 'train.device=cpu'])
+    rng = np.random.default_rng(0)
+    faces = PreparedFaces(rng.integers(0, 256, (14, 48, 48), dtype=np.uint8), np.zeros((14, 468, 3), np.float32),
+                          np.zeros(14, bool), np.arange(14) % 7, tuple('abcdefg'))
+    trainer = Trainer(config, faces, faces)
+    first_weight = next(trainer.model.parameters())
+    for epoch in range(2):
+        trainer.epoch = epoch
+        terms = trainer.train_epoch()
+        assert trainer.optimizer.state[first_weight]['step'] == 3 * (epoch + 1)
+        assert terms['train_fgsm'] > 0  # the FGSM term of this recipe is on

@@ -10,6 +10,7 @@ stored as int8 with one float32 scale per output channel (``<key>`` int8 +
 exact resume (optimizer, scheduler, RNG, epoch) is a separate ``.pt`` file
 read with ``torch.load(weights_only=True)``.
 """
+import csv
 import json
 from pathlib import Path
 
@@ -172,3 +173,20 @@ def save_training_state(path, state):
 def load_training_state(path, map_location='cpu'):
     """Load a training state saved by :func:`save_training_state` (weights_only)."""
     return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def load_last_epoch(run_dir):
+    """(model in eval mode, metadata) of a training run's last epoch: the weights of ``last.pt`` under
+    the architecture of ``best.json``, with the last row of ``metrics.csv`` as its metrics."""
+    run_dir = Path(run_dir)
+    if not (run_dir / 'last.pt').is_file():
+        raise ModelLoadError(f'{run_dir} holds no last.pt (not a fer-train output directory)')
+    metadata = read_metadata(run_dir / 'best')
+    model = build_model(metadata)
+    state = load_training_state(run_dir / 'last.pt')
+    model.load_state_dict(state['model'])
+    with open(run_dir / 'metrics.csv', newline='') as handle:
+        last_row = list(csv.DictReader(handle))[-1]
+    metrics = {'epoch': state['epoch'],
+               **{key: float(value) for key, value in last_row.items() if key.startswith('val_')}}
+    return model.eval(), {**metadata, 'epoch': state['epoch'], 'metrics': metrics}

@@ -1,5 +1,9 @@
 """``fer-export CHECKPOINT OUTPUT_STEM``: re-save a trained checkpoint for shipping.
 
+``fer-export --last-epoch RUN_DIR OUTPUT_STEM`` exports a training run's last
+epoch (its ``last.pt``) instead of a checkpoint, for fixed schedules whose
+result is not chosen on the validation split.
+
 Loads and validates the checkpoint, stores the weights in float16 (half the
 size; loaded back as float32), those the source stored as int8 again as int8,
 and keeps the metadata, with ``name`` set to the
@@ -11,12 +15,13 @@ made for the source (a fused model's int8 pixel graph) are not carried over:
 import argparse
 from pathlib import Path
 
-from fer_ros.model.checkpoint import load_model, save_checkpoint
+from fer_ros.model.checkpoint import load_last_epoch, load_model, save_checkpoint
 
 
-def export(checkpoint, output, half: bool = True) -> tuple[Path, Path]:
-    """Write OUTPUT.safetensors + OUTPUT.json from CHECKPOINT; returns both paths."""
-    model, metadata = load_model(checkpoint)
+def export(checkpoint, output, half: bool = True, last_epoch: bool = False) -> tuple[Path, Path]:
+    """Write OUTPUT.safetensors + OUTPUT.json from CHECKPOINT (a run directory with ``last_epoch``);
+    returns both paths."""
+    model, metadata = load_last_epoch(checkpoint) if last_epoch else load_model(checkpoint)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     stored_int8 = metadata.get('int8_weights')
@@ -27,11 +32,13 @@ def export(checkpoint, output, half: bool = True) -> tuple[Path, Path]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog='fer-export', description=__doc__.split('\n\n')[0])
-    parser.add_argument('checkpoint', help='checkpoint (dir, stem, .safetensors or .json)')
+    parser.add_argument('checkpoint', help='checkpoint (dir, stem, .safetensors or .json); '
+                                           'with --last-epoch a fer-train output directory')
     parser.add_argument('output', help='output stem, e.g. fer_ros/weights/cnn_se_gcn_fer2013')
     parser.add_argument('--float32', action='store_true', help='keep float32 weights')
+    parser.add_argument('--last-epoch', action='store_true', help="export the run's last epoch (last.pt)")
     args = parser.parse_args(argv)
-    weights, metadata = export(args.checkpoint, args.output, half=not args.float32)
+    weights, metadata = export(args.checkpoint, args.output, half=not args.float32, last_epoch=args.last_epoch)
     print(f'{weights} ({weights.stat().st_size / 1e6:.1f} MB), {metadata}')
     return 0
 

@@ -24,8 +24,7 @@ from torch.utils.data import DataLoader
 from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
 from fer_ros.data.landmarks import LandmarkCache
 from fer_ros.data.splits import subject_kfold
-from fer_ros.model.checkpoint import build_model, load_model, load_training_state
-from fer_ros.model.metadata import read_metadata
+from fer_ros.model.checkpoint import load_last_epoch, load_model
 from fer_ros.training import console_script
 from fer_ros.training.evaluate import classification_report, predict_loader
 
@@ -34,9 +33,7 @@ def fold_model(fold_dir: Path, epoch: str):
     """A fold's model: ``best`` (best.safetensors) or ``last`` (the weights of last.pt)."""
     if epoch == 'best':
         return load_model(fold_dir / 'best')[0]
-    model = build_model(read_metadata(fold_dir / 'best'))
-    model.load_state_dict(load_training_state(fold_dir / 'last.pt')['model'])
-    return model.eval()
+    return load_last_epoch(fold_dir)[0]
 
 
 def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0, pixel_weight=0.5,

@@ -7,10 +7,13 @@ scheduler, AMP scaler, RNG states, epoch; read with weights_only) and logs to
 ``train.select_metric`` is saved as ``best.safetensors`` + ``best.json``.
 The first ``train.warmup_epochs`` form a warm-up stage: learning rate rising
 from 10%, optionally its own augmentation and no dropout (see Trainer.start_epoch).
+``train.steps_per_epoch`` caps the batches of an epoch (each epoch draws its own
+shuffled batches), for fine-tuning runs shorter than one pass over the data.
 Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel.
 """
 import argparse
 import csv
+import itertools
 import os
 import random
 import time
@@ -44,7 +47,7 @@ STOCHASTIC_REGULARIZERS = (nn.Dropout, StochasticDepth)
 TRAIN_DEFAULTS = {'epochs': 30, 'batch_size': 64, 'lr': 1e-3, 'weight_decay': 5e-4, 'discriminator_lr': 2e-4,
                   'num_workers': 2, 'device': 'auto', 'amp': True, 'select_metric': 'accuracy',
                   'half_checkpoint': False, 'warmup_epochs': 0, 'warmup_augment': None, 'warmup_dropout': True,
-                  'lr_scale': {}, 'data_on_device': False}
+                  'lr_scale': {}, 'data_on_device': False, 'steps_per_epoch': None}
 
 
 def load_config(path, overrides=()):
@@ -264,8 +267,10 @@ class Trainer:
     def train_epoch(self):
         self.start_epoch()
         totals, steps = {}, 0
-        loader = self.train_loader()
-        for batch in tqdm(loader, desc=f'epoch {self.epoch + 1}', disable=self.rank != 0, leave=False):
+        loader, steps_cap = self.train_loader(), self.train_config['steps_per_epoch']
+        batches = itertools.islice(loader, steps_cap) if steps_cap else loader
+        for batch in tqdm(batches, desc=f'epoch {self.epoch + 1}', total=steps_cap, disable=self.rank != 0,
+                          leave=False):
             images = batch['image'].to(self.device, non_blocking=True)
             landmarks = batch['landmarks'].to(self.device, non_blocking=True)
             mask = batch['landmark_mask'].to(self.device)
