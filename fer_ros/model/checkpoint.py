@@ -185,8 +185,12 @@ def load_last_epoch(run_dir):
     model = build_model(metadata)
     state = load_training_state(run_dir / 'last.pt')
     model.load_state_dict(state['model'])
-    with open(run_dir / 'metrics.csv', newline='') as handle:
-        last_row = list(csv.DictReader(handle))[-1]
-    metrics = {'epoch': state['epoch'],
-               **{key: float(value) for key, value in last_row.items() if key.startswith('val_')}}
+    metrics = {'epoch': state['epoch'], **last_logged_metrics(run_dir)}
     return model.eval(), {**metadata, 'epoch': state['epoch'], 'metrics': metrics}
+
+
+def last_logged_metrics(run_dir) -> dict:
+    """The validation metrics (val_*) of the last epoch in a training run's ``metrics.csv``."""
+    with open(Path(run_dir) / 'metrics.csv', newline='') as handle:
+        last_row = list(csv.DictReader(handle))[-1]
+    return {key: float(value) for key, value in last_row.items() if key.startswith('val_')}

@@ -7,7 +7,6 @@ test fold as is usual for CK+ protocols (optimistic), and the last epoch,
 which involves no choice on the test fold.
 """
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -15,15 +14,9 @@ import numpy as np
 
 from fer_ros.data.datasets import load_samples
 from fer_ros.data.splits import subject_kfold
+from fer_ros.model.checkpoint import last_logged_metrics
 from fer_ros.training import console_script
 from fer_ros.training.train import load_config, train
-
-
-def last_epoch_metrics(metrics_csv: Path) -> dict:
-    """The validation metrics of the last logged epoch, as last_val_*."""
-    with open(metrics_csv, newline='') as handle:
-        last = list(csv.DictReader(handle))[-1]
-    return {f'last_{key}': float(value) for key, value in last.items() if key.startswith('val_')}
 
 
 def run_kfold(config, resume=False):
@@ -41,7 +34,8 @@ def run_kfold(config, resume=False):
                                 'val_samples': samples.subset(test_indices)}}
         best = train(fold_config, resume=resume)
         results.append({'fold': fold, 'test_subjects': sorted(set(samples.subjects[test_indices])), **best,
-                        **last_epoch_metrics(output_dir / f'fold_{fold}' / 'metrics.csv')})
+                        **{f'last_{key}': value
+                           for key, value in last_logged_metrics(output_dir / f'fold_{fold}').items()}})
     metrics = [key for key in results[0] if key.startswith(('val_', 'last_val_'))]
     summary = {'folds': results,
                'selection': 'val_*: best epoch per fold chosen on its held-out fold; last_val_*: last epoch',
