@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from fer_ros.data.datasets import (FaceDataset, fer2013_csv_samples, fer2013_folder_samples, folder_samples,
-                                   prepare_faces)
+                                   join_samples, prepare_faces)
 from fer_ros.data.landmarks import LandmarkCache
 from fer_ros.labels import FER2013_LABELS
+from fer_ros.training.train import training_samples
 
 FER2013 = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'fer2013'
 
@@ -23,6 +24,19 @@ def test_fer2013_val_folder():
     samples = fer2013_folder_samples(FER2013, 'val')
     assert len(samples) == 3589 and samples.class_names == FER2013_LABELS
     assert samples.class_counts()[FER2013_LABELS.index('disgusted')] == 56
+
+
+def test_a_refit_trains_on_train_and_val_joined():
+    require_fer2013()
+    train, val = (fer2013_folder_samples(FER2013, split) for split in ('train', 'val'))
+    joined = training_samples('fer2013', FER2013, ['train', 'val'])
+    assert len(joined) == len(train) + len(val) == 28709 + 3589
+    assert joined.images[len(train)] == val.images[0] and joined.labels[len(train)] == val.labels[0]
+    assert np.array_equal(joined.class_counts(), train.class_counts() + val.class_counts())
+    assert training_samples('fer2013', FER2013, 'val').images == val.images
+    with pytest.raises(ValueError, match='different classes'):
+        join_samples([val, folder_samples(FER2013 / 'val', ['happy', 'sad', 'angry', 'disgusted', 'scared',
+                                                            'surprised', 'neutral'])])
 
 
 def test_fer2013_csv_rows(tmp_path):

@@ -192,6 +192,12 @@ def test_fused_kfold_scores_each_held_out_fold_with_that_folds_models(tmp_path):
             expected = (probabilities(model, faces.images, faces.landmarks).argmax(1) == faces.labels).mean()
             assert rows[3][f'{epoch}_{run}_accuracy'] == pytest.approx(expected)
     assert summary['mean']['last_mesh_accuracy'] == pytest.approx(np.mean([r['last_mesh_accuracy'] for r in rows]))
+    assert summary['validation'] == 'held_out'
+    # runs that chose their checkpoints on different folds are not fused
+    (mesh / 'kfold_report.json').write_text(json.dumps({'validation': 'rotating'}))
+    with pytest.raises(ValueError, match='chose their checkpoints differently'):
+        fused_kfold(pixel, mesh, CKPLUS, tmp_path / 'landmarks')
+    (mesh / 'kfold_report.json').unlink()
     # --mirror-average scores each model on the face and its mirror image (pixel_weight 0: the mesh run alone).
     mirrored = fused_kfold(pixel, mesh, CKPLUS, tmp_path / 'landmarks', pixel_weight=0.0, mirror_average=True)
     model = load_model(tmp_path / 'mesh' / 'fold_3' / 'best')[0]

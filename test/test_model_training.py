@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from fer_ros.data.datasets import load_samples, prepare_faces
+from fer_ros.data.landmarks import LandmarkCache
+from fer_ros.data.splits import subject_kfold
 from fer_ros.model.checkpoint import ModelLoadError, load_model, read_metadata
 from fer_ros.model.export import export
 from fer_ros.training.evaluate import main as evaluate_main
@@ -94,6 +97,35 @@ def test_ckplus_kfold_reports_every_fold_with_disjoint_subjects(tmp_path, archit
     for key in ('val_accuracy', 'last_val_accuracy'):
         assert 0 <= summary['mean'][key] <= 1 and summary['std'][key] >= 0
     assert (tmp_path / 'kfold' / 'kfold_report.json').is_file()
+
+
+
+def test_rotating_validation_chooses_on_the_next_fold_and_scores_the_test_fold_once(tmp_path):
+    ckplus = REPO.parent / 'shared' / 'data' / 'ckplus48'
+    if not ckplus.is_dir():
+        pytest.skip(f'CK+ data not found at {ckplus}')
+    torch.set_num_threads(1)
+    config_file, overrides = KFOLD_CONFIGS['cnn_se_gcn']
+    config = load_config(REPO / 'config' / config_file, overrides + [
+        f'output_dir={tmp_path / "kfold"}', f'data.path={ckplus}', f'data.landmark_cache={tmp_path / "cache"}',
+        'data.max_per_class=8', 'num_folds=3', 'kfold_validation=rotating', 'train.epochs=2',
+        'train.num_workers=0', 'train.device=cpu'])
+    summary = run_kfold(config)
+    assert summary['validation'] == 'rotating' and len(summary['folds']) == 3
+    samples = load_samples('ckplus', ckplus)
+    folds = subject_kfold(samples.subjects, samples.labels, 3, 0)
+    for fold, row in enumerate(summary['folds']):
+        assert set(row['test_subjects']) == set(samples.subjects[folds[fold][1]])
+        assert set(row['val_subjects']) == set(samples.subjects[folds[(fold + 1) % 3][1]])
+        # the checkpoint was chosen on the validation fold; the held-out fold is scored with it afterwards
+        faces = prepare_faces(samples.subset(folds[fold][1]), LandmarkCache(tmp_path / 'cache'))
+        model = load_model(tmp_path / 'kfold' / f'fold_{fold}' / 'best')[0].eval()
+        with torch.no_grad():
+            logits = model(torch.from_numpy(faces.images.astype('float32') / 255)[:, None], None).logits
+        assert row['test_accuracy'] == pytest.approx((logits.argmax(1).numpy() == faces.labels).mean())
+        assert 0 <= row['last_test_accuracy'] <= 1 and 0 <= row['val_accuracy'] <= 1
+    for key in ('test_accuracy', 'last_test_accuracy', 'test_macro_f1', 'val_accuracy'):
+        assert key in summary['mean'] and key in summary['std']
 
 
 def test_ablation_trains_each_variant_and_writes_the_table(tmp_path):

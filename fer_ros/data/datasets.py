@@ -45,6 +45,17 @@ class ImageSamples:
         return np.bincount(self.labels, minlength=len(self.class_names))
 
 
+def join_samples(parts) -> ImageSamples:
+    """One ImageSamples of several with the same classes (e.g. train and val for a refit)."""
+    names = {part.class_names for part in parts}
+    if len(names) != 1:
+        raise ValueError(f'cannot join samples with different classes: {sorted(names)}')
+    subjects = (np.concatenate([part.subjects for part in parts])
+                if all(part.subjects is not None for part in parts) else None)
+    return ImageSamples([image for part in parts for image in part.images],
+                        np.concatenate([part.labels for part in parts]), parts[0].class_names, subjects)
+
+
 def folder_samples(root, class_names=None):
     """ImageFolder layout ``root/<class>/<image>``; folder names map through canonical_label.
 

@@ -7,10 +7,13 @@ Fold k of the fused model averages the probabilities of fold k's pixel model
 and fold k's face-mesh model (both trained on the other folds, with the
 folds of the same seed) on fold k's held-out subjects, as
 :class:`fer_ros.model.fused.FusedCNNSEGCN` does. Reported as ``fer-kfold``
-does: each run's best epoch per fold (chosen on the held-out fold, the usual
-CK+ protocol; optimistic) and its last epoch (no choice on the held-out
-fold). ``--mirror-average`` scores every model on each face and its mirror
-image, as the emotion node's ``mirror_average`` parameter does. Writes
+does: each run's best epoch per fold and its last epoch (no choice on the
+held-out fold). The best epoch is chosen on the held-out fold (the usual CK+
+protocol; optimistic) or, for runs trained with ``kfold_validation: rotating``,
+on the next fold, left out of training (no choice on the held-out fold
+either); both runs must have chosen the same way. ``--mirror-average``
+scores every model on each face and its mirror image, as the emotion node's
+``mirror_average`` parameter does. Writes
 ``fused_kfold_report.json`` (``fused_kfold_mirror_average_report.json``) into
 the pixel run's folder.
 """
@@ -24,21 +27,30 @@ from torch.utils.data import DataLoader
 from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
 from fer_ros.data.landmarks import LandmarkCache
 from fer_ros.data.splits import subject_kfold
-from fer_ros.model.checkpoint import load_last_epoch, load_model
 from fer_ros.training import console_script
 from fer_ros.training.evaluate import classification_report, predict_loader
+from fer_ros.training.kfold import fold_model
+
+SELECTION = {
+    'held_out': 'best_*: best epoch per fold chosen on its held-out fold (optimistic); last_*: last epoch',
+    'rotating': 'best_*: epoch chosen on the next fold, left out of training; last_*: last epoch',
+}
 
 
-def fold_model(fold_dir: Path, epoch: str):
-    """A fold's model: ``best`` (best.safetensors) or ``last`` (the weights of last.pt)."""
-    if epoch == 'best':
-        return load_model(fold_dir / 'best')[0]
-    return load_last_epoch(fold_dir)[0]
+def run_validation(run) -> str:
+    """Where a fer-kfold run chose its checkpoints (``kfold_validation`` in its report; held_out without one)."""
+    report = Path(run) / 'kfold_report.json'
+    return json.loads(report.read_text()).get('validation', 'held_out') if report.is_file() else 'held_out'
 
 
 def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0, pixel_weight=0.5,
                 mirror_average=False) -> dict:
     """Per-fold and mean/std accuracy of the fused folds, best and last epochs."""
+    validations = {run_validation(run) for run in (pixel_run, mesh_run)}
+    if len(validations) > 1:
+        raise ValueError(f'the runs chose their checkpoints differently ({sorted(validations)}): '
+                         'train both with the same kfold_validation')
+    validation = validations.pop()
     samples = load_samples('ckplus', data)
     cache = LandmarkCache(landmark_cache)
     cache.extract(samples.images)
@@ -61,10 +73,10 @@ def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0,
         print(json.dumps(row), flush=True)
     keys = [key for key in rows[0] if key.endswith(('accuracy', 'macro_f1'))]
     return {'pixel_run': str(pixel_run), 'mesh_run': str(mesh_run), 'pixel_weight': pixel_weight,
-            'mirror_average': mirror_average, 'folds': rows,
+            'mirror_average': mirror_average, 'validation': validation, 'folds': rows,
             'mean': {key: float(np.mean([row[key] for row in rows])) for key in keys},
             'std': {key: float(np.std([row[key] for row in rows])) for key in keys},
-            'selection': 'best_*: best epoch per fold chosen on its held-out fold; last_*: last epoch'}
+            'selection': SELECTION[validation]}
 
 
 def main(argv=None):

@@ -29,7 +29,7 @@ from torchvision.ops import StochasticDepth
 from tqdm import tqdm
 
 from fer_ros.data.augment import FaceAugment, FeatureAugment
-from fer_ros.data.datasets import FaceDataset, load_samples, prepare_faces
+from fer_ros.data.datasets import FaceDataset, join_samples, load_samples, prepare_faces
 from fer_ros.data.feature_cache import AUGMENTATIONS, CachedFeatureDataset, FeatureCache, cached_features
 from fer_ros.data.landmarks import LandmarkCache
 from fer_ros.data.packed import unpack_faces
@@ -113,6 +113,14 @@ def stratified_holdout(samples, fraction, seed):
     return samples.subset(np.sort(train)), samples.subset(np.sort(held_out))
 
 
+def training_samples(kind, path, splits):
+    """The samples of ``train_split``: one split, or several joined (``[train, val]``: a train+val refit,
+    whose validation figures are then on training images; export its last epoch)."""
+    if isinstance(splits, str):
+        return load_samples(kind, path, splits)
+    return join_samples([load_samples(kind, path, split) for split in splits])
+
+
 def load_data(data_config, model_config, seed):
     """(train PreparedFaces, val PreparedFaces) as the config describes; fills the landmark cache."""
     kind, path = data_config['kind'], data_config['path']
@@ -122,9 +130,11 @@ def load_data(data_config, model_config, seed):
         if model_config.needs_landmarks:
             raise ValueError('packed faces hold no landmarks: use a model without them '
                              '(use_gcn: false, landmark_head: false) or the dataset with its landmark cache')
+        if not isinstance(data_config.get('train_split', 'train'), str):
+            raise ValueError('packed faces: train_split must name one split')
         return (unpack_faces(path, data_config.get('train_split', 'train')),
                 unpack_faces(path, data_config.get('val_split', 'val')))
-    train = data_config.get('train_samples') or load_samples(kind, path, data_config.get('train_split', 'train'))
+    train = data_config.get('train_samples') or training_samples(kind, path, data_config.get('train_split', 'train'))
     if data_config.get('val_from_train'):
         train, val = stratified_holdout(train, data_config['val_from_train'], seed)
     else:
