@@ -99,7 +99,6 @@ def test_ckplus_kfold_reports_every_fold_with_disjoint_subjects(tmp_path, archit
     assert (tmp_path / 'kfold' / 'kfold_report.json').is_file()
 
 
-
 def test_rotating_validation_chooses_on_the_next_fold_and_scores_the_test_fold_once(tmp_path):
     ckplus = REPO.parent / 'shared' / 'data' / 'ckplus48'
     if not ckplus.is_dir():
