@@ -198,6 +198,23 @@ def test_fused_kfold_scores_each_held_out_fold_with_that_folds_models(tmp_path):
     with pytest.raises(ValueError, match='chose their checkpoints differently'):
         fused_kfold(pixel, mesh, CKPLUS, tmp_path / 'landmarks')
     (mesh / 'kfold_report.json').unlink()
+    # the split is the runs' own (seed and fold count from their reports); a run split otherwise is refused
+    # rather than scored on faces it trained on
+    seed_one = subject_kfold(samples.subjects, samples.labels, 10, 1)
+    report = {'seed': 1, 'num_folds': 10, 'folds': [
+        {'fold': fold, 'test_subjects': sorted(str(subject) for subject in set(samples.subjects[test]))}
+        for fold, (_, test) in enumerate(seed_one)]}
+    for run in (pixel, mesh):
+        (run / 'kfold_report.json').write_text(json.dumps(report))
+    split_one = fused_kfold(pixel, mesh, CKPLUS, tmp_path / 'landmarks')
+    assert split_one['seed'] == 1 and [row['faces'] for row in split_one['folds']] == [len(t) for _, t in seed_one]
+    with pytest.raises(ValueError, match='fold 0 held out other subjects'):
+        fused_kfold(pixel, mesh, CKPLUS, tmp_path / 'landmarks', seed=0)
+    (mesh / 'kfold_report.json').write_text(json.dumps({**report, 'seed': 2}))
+    with pytest.raises(ValueError, match='different seeds'):
+        fused_kfold(pixel, mesh, CKPLUS, tmp_path / 'landmarks')
+    for run in (pixel, mesh):
+        (run / 'kfold_report.json').unlink()
     # --mirror-average scores each model on the face and its mirror image (pixel_weight 0: the mesh run alone).
     mirrored = fused_kfold(pixel, mesh, CKPLUS, tmp_path / 'landmarks', pixel_weight=0.0, mirror_average=True)
     model = load_model(tmp_path / 'mesh' / 'fold_3' / 'best')[0]

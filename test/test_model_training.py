@@ -111,6 +111,7 @@ def test_rotating_validation_chooses_on_the_next_fold_and_scores_the_test_fold_o
         'train.num_workers=0', 'train.device=cpu'])
     summary = run_kfold(config)
     assert summary['validation'] == 'rotating' and len(summary['folds']) == 3
+    assert summary['seed'] == 0 and summary['num_folds'] == 3
     samples = load_samples('ckplus', ckplus)
     folds = subject_kfold(samples.subjects, samples.labels, 3, 0)
     for fold, row in enumerate(summary['folds']):

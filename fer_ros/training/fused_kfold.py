@@ -6,7 +6,9 @@
 Fold k of the fused model averages the probabilities of fold k's pixel model
 and fold k's face-mesh model (both trained on the other folds, with the
 folds of the same seed) on fold k's held-out subjects, as
-:class:`fer_ros.model.fused.FusedCNNSEGCN` does. Reported as ``fer-kfold``
+:class:`fer_ros.model.fused.FusedCNNSEGCN` does. The split (seed, fold count)
+is the runs' own, from their ``kfold_report.json``; runs whose folds held out
+other subjects than it are refused, not scored on faces they trained on. Reported as ``fer-kfold``
 does: each run's best epoch per fold and its last epoch (no choice on the
 held-out fold). The best epoch is chosen on the held-out fold (the usual CK+
 protocol; optimistic) or, for runs trained with ``kfold_validation: rotating``,
@@ -37,24 +39,48 @@ SELECTION = {
 }
 
 
-def run_validation(run) -> str:
-    """Where a fer-kfold run chose its checkpoints (``kfold_validation`` in its report; held_out without one)."""
+def run_report(run) -> dict:
+    """A fer-kfold run's ``kfold_report.json`` ({} for a run without one)."""
     report = Path(run) / 'kfold_report.json'
-    return json.loads(report.read_text()).get('validation', 'held_out') if report.is_file() else 'held_out'
+    return json.loads(report.read_text()) if report.is_file() else {}
 
 
-def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0, pixel_weight=0.5,
+def common_setting(reports, key, default, refusal):
+    """The value of ``key`` the reports share (``default`` where none records it); ValueError if they differ."""
+    values = {report[key] for report in reports if key in report}
+    if len(values) > 1:
+        raise ValueError(f'{refusal} ({sorted(values)})')
+    return values.pop() if values else default
+
+
+def check_held_out_subjects(run, report, folds, subjects):
+    """Refuse a run whose folds held out other subjects than ``folds`` (another seed or fold count)."""
+    for row, (_, test_indices) in zip(report.get('folds', []), folds):
+        expected = sorted(str(subject) for subject in set(subjects[test_indices]))
+        if 'test_subjects' in row and row['test_subjects'] != expected:
+            raise ValueError(f'{run} fold {row["fold"]} held out other subjects than this split: '
+                             'score it with the seed and fold count it was trained with')
+
+
+def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=None, seed=None, pixel_weight=0.5,
                 mirror_average=False) -> dict:
-    """Per-fold and mean/std accuracy of the fused folds, best and last epochs."""
-    validations = {run_validation(run) for run in (pixel_run, mesh_run)}
-    if len(validations) > 1:
-        raise ValueError(f'the runs chose their checkpoints differently ({sorted(validations)}): '
-                         'train both with the same kfold_validation')
-    validation = validations.pop()
+    """Per-fold and mean/std accuracy of the fused folds, best and last epochs. ``seed`` and ``num_folds``
+    default to the runs' (their kfold_report.json; 0 and 10 for runs without one)."""
+    runs = (pixel_run, mesh_run)
+    reports = [run_report(run) for run in runs]
+    validation = common_setting([{'validation': 'held_out', **report} for report in reports], 'validation', None,
+                                'the runs chose their checkpoints differently: train both with the same '
+                                'kfold_validation')
+    if seed is None:
+        seed = common_setting(reports, 'seed', 0, 'the runs were split with different seeds')
+    if num_folds is None:
+        num_folds = common_setting(reports, 'num_folds', 10, 'the runs have different fold counts')
     samples = load_samples('ckplus', data)
     cache = LandmarkCache(landmark_cache)
     cache.extract(samples.images)
     folds = subject_kfold(samples.subjects, samples.labels, num_folds, seed)
+    for run, report in zip(runs, reports):
+        check_held_out_subjects(run, report, folds, samples.subjects)
     rows = []
     for fold, (_, test_indices) in enumerate(folds):
         faces = prepare_faces(samples.subset(test_indices), cache)
@@ -73,7 +99,8 @@ def fused_kfold(pixel_run, mesh_run, data, landmark_cache, num_folds=10, seed=0,
         print(json.dumps(row), flush=True)
     keys = [key for key in rows[0] if key.endswith(('accuracy', 'macro_f1'))]
     return {'pixel_run': str(pixel_run), 'mesh_run': str(mesh_run), 'pixel_weight': pixel_weight,
-            'mirror_average': mirror_average, 'validation': validation, 'folds': rows,
+            'mirror_average': mirror_average, 'validation': validation, 'seed': seed, 'num_folds': num_folds,
+            'folds': rows,
             'mean': {key: float(np.mean([row[key] for row in rows])) for key in keys},
             'std': {key: float(np.std([row[key] for row in rows])) for key in keys},
             'selection': SELECTION[validation]}
@@ -86,8 +113,8 @@ def main(argv=None):
     parser.add_argument('mesh_run', help='fer-kfold output folder of the face-mesh model')
     parser.add_argument('--data', required=True, help='CK+48 folder')
     parser.add_argument('--landmark-cache', required=True)
-    parser.add_argument('--num-folds', type=int, default=10)
-    parser.add_argument('--seed', type=int, default=0, help='the seed both fer-kfold runs split with')
+    parser.add_argument('--num-folds', type=int, help="the runs' fold count (default: their kfold_report.json)")
+    parser.add_argument('--seed', type=int, help="the seed both runs split with (default: their kfold_report.json)")
     parser.add_argument('--pixel-weight', type=float, default=0.5)
     parser.add_argument('--mirror-average', action='store_true',
                         help='score the mean over each face and its mirror image')

@@ -96,7 +96,8 @@ def run_kfold(config, resume=False):
         results.append(result)
     metrics = [key for key in results[0] if key.startswith(('val_', 'last_val_', 'test_', 'last_test_'))
                and not key.endswith('_subjects')]
-    summary = {'folds': results, 'validation': validation, 'selection': SELECTION[validation],
+    summary = {'folds': results, 'seed': config.get('seed', 0), 'num_folds': len(folds),
+               'validation': validation, 'selection': SELECTION[validation],
                'mean': {key: float(np.mean([r[key] for r in results])) for key in metrics},
                'std': {key: float(np.std([r[key] for r in results])) for key in metrics}}
     output_dir.mkdir(parents=True, exist_ok=True)
