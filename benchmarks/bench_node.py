@@ -35,6 +35,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from fer_ros.cpu_features import cpu_features
 from fer_ros.dds_profile import PROFILE_VARIABLE, use_large_image_profile
 from fer_ros.msg import EmotionArray
 from fer_ros.nodes.ros_image import bgr_to_image_message
@@ -62,6 +63,7 @@ class StreamProbe(Node):
         self.faces: list[int] = []
         self.recording = False
         self.diagnostics: dict[str, str] = {}
+        self.status = ''
         self.create_subscription(EmotionArray, 'emotion', self._on_emotion, 50)
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 10)
 
@@ -76,6 +78,8 @@ class StreamProbe(Node):
         for status in message.status:
             if status.hardware_id == 'fer_ros':
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
+                level = status.level[0] if isinstance(status.level, bytes) else int(status.level)
+                self.status = f"{('OK', 'WARN', 'ERROR', 'STALE')[level]}: {status.message}"
 
 
 def measure_inactive(probe, executor, process, frames, period, seconds) -> float:
@@ -188,7 +192,9 @@ def main(argv=None) -> int:
         'camera_process_cpu_percent': camera_cpu_percent,
         'node_rss_mb': rss_mb,
         'node_diagnostics': probe.diagnostics,
+        'node_status': probe.status,
         'cpu_count': os.cpu_count(),
+        'cpu': cpu_features().summary(),
         'size': args.size,
         'video': str(args.video),
         'params': args.param,
@@ -209,7 +215,9 @@ def main(argv=None) -> int:
               f"rate {diagnostics.get('processing rate (Hz)')} Hz, "
               f"stamp->publish median {diagnostics.get('latency median (s)')} s, "
               f"p95 {diagnostics.get('latency p95 (s)')} s, model {diagnostics.get('model')}")
+        print(f"node status at the end: {probe.status}")
     print(f"Fast DDS profile: {dds_profile or 'none (default transports)'}")
+    print(f"CPU: {results['cpu']}")
     print(f"node process: {cpu_percent:.0f}% CPU (100% = one core of {os.cpu_count()}), RSS {rss_mb:.0f} MB; "
           f"this camera process: {camera_cpu_percent:.0f}% CPU")
     if inactive_cpu is not None:

@@ -14,6 +14,7 @@ import time
 import numpy as np
 import torch
 
+from fer_ros.cpu_features import cpu_features
 from fer_ros.model.compiled import CompiledClassifier, CompiledUnavailable
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (args.batch, 48, 48), dtype=np.uint8)
     landmarks = rng.random((args.batch, 468, 3), dtype=np.float32)
+    print(f'CPU: {cpu_features().summary()}')
     print(f'ms per face, batch {args.batch}, {args.threads} thread(s):')
     for name in args.models:
         path = ModelStore([SHIPPED_MODEL_DIR]).resolve(name)

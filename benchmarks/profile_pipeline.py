@@ -21,6 +21,7 @@ from sensor_msgs.msg import Image
 
 from bench_node import DEFAULT_VIDEO, letterboxed_frames
 from fer_ros.affect import valence_arousal
+from fer_ros.cpu_features import cpu_features
 from fer_ros.model.serving import load_classifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR, ModelStore
 from fer_ros.msg import EmotionArray, EmotionStamped
@@ -92,6 +93,7 @@ def main(argv=None) -> int:
     print(f'{args.frames} frames of {args.video.name} at 640x480, model {args.model} '
           f'({classifier.runtime}), {args.threads} inference thread(s), {os.cpu_count()} CPUs; '
           'milliseconds per frame:')
+    print(f'CPU: {cpu_features().summary()}')
     print(f"{'stage':<16}{'median':>8}{'p95':>8}{'share':>8}")
     total_median = float(np.median(totals))
     for stage in STAGES:

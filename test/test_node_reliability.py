@@ -80,6 +80,31 @@ def test_fuzzed_frames_are_refused_and_every_valid_frame_between_them_is_answere
     assert not any(stamp in camera.arrays for stamp in refused_stamps)
 
 
+def test_diagnostics_warn_while_processing_falls_behind_the_input_and_recover(ros, face_image):
+    node, camera = ros
+    camera.result(camera.send(face_image))
+    skipped_before = node.stats()['skipped']
+    count = len(camera.diagnostics)
+    deadline = time.monotonic() + 10
+    while not any(d.status[0].level == DiagnosticStatus.WARN and 'falls behind' in d.status[0].message
+                  for d in camera.diagnostics[count:]):
+        assert time.monotonic() < deadline, 'no warning while frames came faster than the node answers'
+        for _ in range(20):  # a burst: each frame replaces the one before it while the node is busy
+            camera.send(face_image)
+        time.sleep(0.05)
+    assert node.stats()['skipped'] > skipped_before
+    def recovered(status):  # the burst has left the window
+        values = {value.key: value.value for value in status.values}
+        return status.level == DiagnosticStatus.OK and values['frames skipped in the last 1 s'] == '0'
+
+    warned = len(camera.diagnostics)
+    deadline = time.monotonic() + 10
+    while not any(recovered(d.status[0]) for d in camera.diagnostics[warned:]):
+        assert time.monotonic() < deadline, 'diagnostics never went back to OK'
+        camera.result(camera.send(face_image))  # one frame at a time: none skipped
+    assert next(d.status[0] for d in camera.diagnostics[warned:] if recovered(d.status[0])).message == 'running'
+
+
 def test_diagnostics_warn_after_a_bad_frame_and_recover(ros, face_image):
     node, camera = ros
     # A good frame just before, so that for a whole diagnostics_window the window holds good and bad frames
@@ -138,17 +163,20 @@ def test_a_node_woken_mid_callback_by_ctrl_c_ends_quietly_and_a_real_failure_sti
         run_node(lambda: Node('loud_exit'), 'loud_exit', fail)
 
 
-@pytest.mark.parametrize('received, bad, expected_rate, level, message', [
-    (30, 0, 0.0, DiagnosticStatus.OK, 'running'),
-    (0, 0, 0.0, DiagnosticStatus.WARN, 'no frames received'),
-    (30, 2, 0.0, DiagnosticStatus.WARN, 'dropped 2 bad frames'),
-    (5, 5, 0.0, DiagnosticStatus.ERROR, 'all 5 frames'),
-    (10, 0, 30.0, DiagnosticStatus.WARN, 'frames arrive at 10.0 Hz, expected 30 Hz'),
-    (28, 0, 30.0, DiagnosticStatus.OK, 'running'),
+@pytest.mark.parametrize('received, bad, expected_rate, skipped, level, message', [
+    (30, 0, 0.0, 0, DiagnosticStatus.OK, 'running'),
+    (0, 0, 0.0, 0, DiagnosticStatus.WARN, 'no frames received'),
+    (30, 2, 0.0, 0, DiagnosticStatus.WARN, 'dropped 2 bad frames'),
+    (5, 5, 0.0, 0, DiagnosticStatus.ERROR, 'all 5 frames'),
+    (10, 0, 30.0, 0, DiagnosticStatus.WARN, 'frames arrive at 10.0 Hz, expected 30 Hz'),
+    (28, 0, 30.0, 0, DiagnosticStatus.OK, 'running'),
+    (30, 0, 0.0, 6, DiagnosticStatus.WARN, 'skipped 6 of 30 frames in the last 1 s: processing falls behind'),
+    (30, 0, 0.0, 3, DiagnosticStatus.OK, 'running'),
+    (30, 2, 0.0, 10, DiagnosticStatus.WARN, 'dropped 2 bad frames'),
 ])
-def test_pipeline_health_levels(received, bad, expected_rate, level, message):
-    assert pipeline_health(received, bad, 1.0, expected_rate)[0] == level
-    assert message in pipeline_health(received, bad, 1.0, expected_rate)[1]
+def test_pipeline_health_levels(received, bad, expected_rate, skipped, level, message):
+    got_level, got_message = pipeline_health(received, bad, 1.0, expected_rate, skipped)
+    assert got_level == level and message in got_message
 
 
 def test_self_check_with_an_over_long_source_is_refused_and_the_node_keeps_serving(ros, face_image):

@@ -89,7 +89,7 @@ PARAMETERS = {
                                       'whose header declares more) are refused before decoding'),
     'diagnostics_period': (1.0, 'seconds between /diagnostics messages'),
     'diagnostics_window': (10.0, 'seconds of recent frames the diagnostics level is judged on (a bad frame '
-                                 'makes it WARN for this long)'),
+                                 'makes it WARN for this long, as do more than 10% of the frames skipped)'),
     'expected_rate': (0.0, 'frames per second the inputs should bring together; diagnostics WARN below 80% of '
                            'it (0: not checked)'),
     'seen_crops': (64, 'recent face crops kept for the self-check on seen faces'),
@@ -134,6 +134,7 @@ def validate_parameters(values: dict) -> None:
 
 
 RATE_TOLERANCE = 0.8  # inputs slower than this share of expected_rate make the status WARN
+SKIP_TOLERANCE = 0.1  # more than this share of the received frames skipped (processing behind) makes it WARN
 
 
 def landmark_device(device: str) -> str:
@@ -142,14 +143,19 @@ def landmark_device(device: str) -> str:
     return str(resolve_device(device))
 
 
-def pipeline_health(received: int, bad: int, window_s: float, expected_rate: float = 0.0) -> tuple[bytes, str]:
-    """Diagnostic level and message from the frames received and dropped in the last ``window_s`` seconds."""
+def pipeline_health(received: int, bad: int, window_s: float, expected_rate: float = 0.0,
+                    skipped: int = 0) -> tuple[bytes, str]:
+    """Diagnostic level and message from the frames received, dropped and skipped in the last ``window_s``
+    seconds."""
     if received == 0:
         return DiagnosticStatus.WARN, f'no frames received in the last {window_s:g} s'
     if bad >= received:
         return DiagnosticStatus.ERROR, f'all {received} frames of the last {window_s:g} s were bad'
     if bad:
         return DiagnosticStatus.WARN, f'dropped {bad} bad frames in the last {window_s:g} s'
+    if skipped > SKIP_TOLERANCE * received:
+        return DiagnosticStatus.WARN, (f'skipped {skipped} of {received} frames in the last {window_s:g} s: '
+                                       'processing falls behind the input (a faster model or fewer frames)')
     rate = received / window_s
     if expected_rate > 0 and rate < RATE_TOLERANCE * expected_rate:
         return DiagnosticStatus.WARN, f'frames arrive at {rate:.1f} Hz, expected {expected_rate:g} Hz'
@@ -165,15 +171,18 @@ class FrameSlots:
         self.received = 0
         self.received_times: deque[float] = deque(maxlen=100_000)
         self.skipped = 0
+        self.skipped_times: deque[float] = deque(maxlen=100_000)
         self.closed = False
 
     def put(self, topic: str, message) -> None:
+        now = time.monotonic()
         with self._condition:
             self.received += 1
-            self.received_times.append(time.monotonic())
+            self.received_times.append(now)
             if topic in self._frames:
                 self.skipped += 1
-            self._frames[topic] = (message, time.monotonic())
+                self.skipped_times.append(now)
+            self._frames[topic] = (message, now)
             self._condition.notify()
 
     def take(self, timeout: float) -> tuple[str, object] | None:
@@ -632,6 +641,7 @@ class EmotionNode(LifecycleNode):
                 self._bad_frame_times.popleft()
             recent_bad = len(self._bad_frame_times)
             recent_received = sum(1 for t in list(self._slots.received_times) if now - t <= window_s)
+            recent_skipped = sum(1 for t in list(self._slots.skipped_times) if now - t <= window_s)
             latencies = np.array(self._latencies) if self._latencies else np.zeros(1)
             times = list(self._processed_times)
             values = {
@@ -640,6 +650,7 @@ class EmotionNode(LifecycleNode):
                 'frames skipped (newer frame arrived)': self._slots.skipped,
                 'frames dropped (bad input or error)': self._bad_frames,
                 f'frames dropped in the last {window_s:g} s': recent_bad,
+                f'frames skipped in the last {window_s:g} s': recent_skipped,
                 'faces in last frame': self._last_faces,
                 'last error': self._last_error,
             }
@@ -655,7 +666,8 @@ class EmotionNode(LifecycleNode):
         values['lifecycle state'] = self._state
         values[f'input rate over the last {window_s:g} s (Hz)'] = f'{recent_received / window_s:.2f}'
         if self._state == 'active':
-            level, message = pipeline_health(recent_received, recent_bad, window_s, self._param('expected_rate'))
+            level, message = pipeline_health(recent_received, recent_bad, window_s, self._param('expected_rate'),
+                                             recent_skipped)
         else:  # not processing by request
             level, message = DiagnosticStatus.OK, self._state
         # Named after the node's full name, so namespaced instances do not collide (diagnostic_updater style).
