@@ -39,6 +39,7 @@ from fer_ros.cpu_features import cpu_features
 from fer_ros.dds_profile import PROFILE_VARIABLE, use_large_image_profile
 from fer_ros.msg import EmotionArray
 from fer_ros.nodes.ros_image import bgr_to_image_message
+from fer_ros.nodes.web_view import status_level
 from fer_ros.run import stop
 from fer_ros.vision.frame_source import FrameSource
 from fer_ros.vision.framing import letterbox
@@ -78,8 +79,7 @@ class StreamProbe(Node):
         for status in message.status:
             if status.hardware_id == 'fer_ros':
                 self.diagnostics = {kv.key: kv.value for kv in status.values}
-                level = status.level[0] if isinstance(status.level, bytes) else int(status.level)
-                self.status = f"{('OK', 'WARN', 'ERROR', 'STALE')[level]}: {status.message}"
+                self.status = f'{status_level(status.level)}: {status.message}'
 
 
 def measure_inactive(probe, executor, process, frames, period, seconds) -> float:
