@@ -93,6 +93,7 @@ def test_diagnostics_warn_while_processing_falls_behind_the_input_and_recover(ro
             camera.send(face_image)
         time.sleep(0.05)
     assert node.stats()['skipped'] > skipped_before
+
     def recovered(status):  # the burst has left the window
         values = {value.key: value.value for value in status.values}
         return status.level == DiagnosticStatus.OK and values['frames skipped in the last 1 s'] == '0'

@@ -8,9 +8,9 @@ and fold k's face-mesh model (both trained on the other folds, with the
 folds of the same seed) on fold k's held-out subjects, as
 :class:`fer_ros.model.fused.FusedCNNSEGCN` does. The split (seed, fold count)
 is the runs' own, from their ``kfold_report.json``; runs whose folds held out
-other subjects than it are refused, not scored on faces they trained on. Reported as ``fer-kfold``
-does: each run's best epoch per fold and its last epoch (no choice on the
-held-out fold). The best epoch is chosen on the held-out fold (the usual CK+
+other subjects than it are refused, not scored on faces they trained on.
+Reported as ``fer-kfold`` does: each run's best epoch per fold and its last
+epoch (no choice on the held-out fold). The best epoch is chosen on the held-out fold (the usual CK+
 protocol; optimistic) or, for runs trained with ``kfold_validation: rotating``,
 on the next fold, left out of training (no choice on the held-out fold
 either); both runs must have chosen the same way. ``--mirror-average``
