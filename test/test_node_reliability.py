@@ -16,7 +16,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from fer_ros.fuzz import REFUSE, fuzz_frames
-from fer_ros.nodes.emotion_node import PARAMETERS, EmotionNode, pipeline_health
+from fer_ros.nodes.emotion_node import PARAMETERS, EmotionNode, FrameSlots, pipeline_health
 from fer_ros.nodes.entry import run_node
 from fer_ros.nodes.ros_image import bgr_to_image_message
 from fer_ros.srv import RunSelfCheck, SwitchModel
@@ -178,6 +178,19 @@ def test_a_node_woken_mid_callback_by_ctrl_c_ends_quietly_and_a_real_failure_sti
 def test_pipeline_health_levels(received, bad, expected_rate, skipped, level, message):
     got_level, got_message = pipeline_health(received, bad, 1.0, expected_rate, skipped)
     assert got_level == level and message in got_message
+
+
+def test_frame_slots_count_only_the_frames_of_the_window_and_forget_older_ones():
+    slots = FrameSlots()
+    for index in range(3):  # the second and third replace a waiting frame: two skipped
+        slots.put('/camera', index)
+    assert slots.recent_counts(10.0) == (3, 2)
+    time.sleep(0.3)
+    slots.put('/other_camera', 3)
+    assert slots.recent_counts(0.2) == (1, 0)
+    assert len(slots.received_times) == 1 and not slots.skipped_times  # older times were dropped
+    assert (slots.received, slots.skipped) == (4, 2)  # the totals keep counting
+    assert slots.take(0.1) == ('/camera', 2)  # the newest frame of the longest-waiting topic
 
 
 def test_self_check_with_an_over_long_source_is_refused_and_the_node_keeps_serving(ros, face_image):

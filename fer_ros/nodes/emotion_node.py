@@ -185,6 +185,15 @@ class FrameSlots:
             self._frames[topic] = (message, now)
             self._condition.notify()
 
+    def recent_counts(self, window_s: float) -> tuple[int, int]:
+        """Frames received and skipped in the last ``window_s`` seconds; older times are dropped."""
+        cutoff = time.monotonic() - window_s
+        with self._condition:
+            for times in (self.received_times, self.skipped_times):
+                while times and times[0] < cutoff:
+                    times.popleft()
+            return len(self.received_times), len(self.skipped_times)
+
     def take(self, timeout: float) -> tuple[str, object] | None:
         """The oldest-waiting topic's frame, or None after timeout or close."""
         with self._condition:
@@ -640,8 +649,7 @@ class EmotionNode(LifecycleNode):
             while self._bad_frame_times and now - self._bad_frame_times[0] > window_s:
                 self._bad_frame_times.popleft()
             recent_bad = len(self._bad_frame_times)
-            recent_received = sum(1 for t in list(self._slots.received_times) if now - t <= window_s)
-            recent_skipped = sum(1 for t in list(self._slots.skipped_times) if now - t <= window_s)
+            recent_received, recent_skipped = self._slots.recent_counts(window_s)
             latencies = np.array(self._latencies) if self._latencies else np.zeros(1)
             times = list(self._processed_times)
             values = {
