@@ -185,9 +185,9 @@ def test_frame_slots_count_only_the_frames_of_the_window_and_forget_older_ones()
     for index in range(3):  # the second and third replace a waiting frame: two skipped
         slots.put('/camera', index)
     assert slots.recent_counts(10.0) == (3, 2)
-    time.sleep(0.3)
+    time.sleep(1.0)
     slots.put('/other_camera', 3)
-    assert slots.recent_counts(0.2) == (1, 0)
+    assert slots.recent_counts(0.5) == (1, 0)
     assert len(slots.received_times) == 1 and not slots.skipped_times  # older times were dropped
     assert (slots.received, slots.skipped) == (4, 2)  # the totals keep counting
     assert slots.take(0.1) == ('/camera', 2)  # the newest frame of the longest-waiting topic
