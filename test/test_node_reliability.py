@@ -3,6 +3,7 @@ diagnostics that recover, and service requests that used to kill it."""
 
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
 from fer_ros.fuzz import REFUSE, fuzz_frames
-from fer_ros.nodes.emotion_node import PARAMETERS, EmotionNode, FrameSlots, pipeline_health
+from fer_ros.nodes.emotion_node import PARAMETERS, EmotionNode, FrameSlots, count_since, pipeline_health
 from fer_ros.nodes.entry import run_node
 from fer_ros.nodes.ros_image import bgr_to_image_message
 from fer_ros.srv import RunSelfCheck, SwitchModel
@@ -178,6 +179,13 @@ def test_a_node_woken_mid_callback_by_ctrl_c_ends_quietly_and_a_real_failure_sti
 def test_pipeline_health_levels(received, bad, expected_rate, skipped, level, message):
     got_level, got_message = pipeline_health(received, bad, 1.0, expected_rate, skipped)
     assert got_level == level and message in got_message
+
+
+def test_count_since_drops_only_the_times_before_the_cutoff():
+    times = deque([1.0, 2.0, 3.0, 4.0])
+    assert count_since(times, 2.5) == 2 and list(times) == [3.0, 4.0]
+    assert count_since(times, 3.0) == 2  # a time at the cutoff stays
+    assert count_since(times, 9.0) == 0 and not times
 
 
 def test_frame_slots_count_only_the_frames_of_the_window_and_forget_older_ones():

@@ -162,6 +162,13 @@ def pipeline_health(received: int, bad: int, window_s: float, expected_rate: flo
     return DiagnosticStatus.OK, 'running'
 
 
+def count_since(times: deque, cutoff: float) -> int:
+    """Drop the times before ``cutoff`` from the left of a time-ordered deque; return how many remain."""
+    while times and times[0] < cutoff:
+        times.popleft()
+    return len(times)
+
+
 class FrameSlots:
     """The newest unprocessed frame of each input topic; replaced frames count as skipped."""
 
@@ -189,10 +196,7 @@ class FrameSlots:
         """Frames received and skipped in the last ``window_s`` seconds; older times are dropped."""
         cutoff = time.monotonic() - window_s
         with self._condition:
-            for times in (self.received_times, self.skipped_times):
-                while times and times[0] < cutoff:
-                    times.popleft()
-            return len(self.received_times), len(self.skipped_times)
+            return count_since(self.received_times, cutoff), count_since(self.skipped_times, cutoff)
 
     def take(self, timeout: float) -> tuple[str, object] | None:
         """The oldest-waiting topic's frame, or None after timeout or close."""
@@ -644,11 +648,8 @@ class EmotionNode(LifecycleNode):
 
     def _diagnostic_status(self) -> DiagnosticStatus:
         window_s = self._param('diagnostics_window')
-        now = time.monotonic()
         with self._stats_lock:
-            while self._bad_frame_times and now - self._bad_frame_times[0] > window_s:
-                self._bad_frame_times.popleft()
-            recent_bad = len(self._bad_frame_times)
+            recent_bad = count_since(self._bad_frame_times, time.monotonic() - window_s)
             recent_received, recent_skipped = self._slots.recent_counts(window_s)
             latencies = np.array(self._latencies) if self._latencies else np.zeros(1)
             times = list(self._processed_times)
