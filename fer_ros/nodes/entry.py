@@ -59,7 +59,12 @@ class MultiThreadedExecutorWithoutBusyWait(MultiThreadedExecutor):
             started.set()
             handler()
 
-        self._executor.submit(start)
+        try:
+            self._executor.submit(start)
+        except RuntimeError:  # the pool was shut down after the wait above returned
+            if self._is_shutdown:
+                return
+            raise
         self._futures.append(handler)
         for future in self._futures[:]:
             if future.done():
@@ -68,13 +73,32 @@ class MultiThreadedExecutorWithoutBusyWait(MultiThreadedExecutor):
         while not started.wait(self.HANDOVER_POLL_S) and self._context.ok() and not self._is_shutdown:
             pass
 
+    def shutdown(self, timeout_sec: float | None = None, *, wait_for_threads: bool = True) -> bool:
+        """Stop taking work, let the pool finish the callbacks handed to it, then release the executor.
+
+        rclpy 9.1 destroys its guard condition before the pool's callbacks end; a callback that starts
+        after that fails on the destroyed guard (InvalidHandle, printed at exit as never retrieved) and
+        its message is lost. ``timeout_sec`` is not honoured while the pool drains, as in rclpy 9.1.
+        """
+        with self._shutdown_lock:
+            if not self._is_shutdown:
+                self._is_shutdown = True
+                if self._guard:
+                    self._guard.trigger()
+        self._executor.shutdown(wait=wait_for_threads)
+        return super().shutdown(timeout_sec, wait_for_threads=wait_for_threads)
+
 
 def spin_with_threads(num_threads: int) -> Callable:
-    """A spin step: the node on a thread-pool executor until shutdown."""
+    """A spin step: the node on a thread-pool executor until shutdown; the callbacks under way end before
+    the node is destroyed."""
     def spin(node) -> None:
         executor = MultiThreadedExecutorWithoutBusyWait(num_threads=num_threads)
         executor.add_node(node)
-        executor.spin()
+        try:
+            executor.spin()
+        finally:
+            executor.shutdown()
     return spin
 
 
