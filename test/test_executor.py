@@ -89,7 +89,6 @@ def test_an_exception_in_a_callback_reaches_spin(context):
         node.destroy_node()
 
 
-
 @pytest.mark.filterwarnings('ignore:MultiThreadedExecutor is used with a single thread')
 def test_shutdown_runs_the_callbacks_already_handed_to_the_pool_before_it_ends(context):
     node = Node('executor_shutdown_test', context=context)

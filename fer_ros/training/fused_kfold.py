@@ -13,9 +13,9 @@ Reported as ``fer-kfold`` does: each run's best epoch per fold and its last
 epoch (no choice on the held-out fold). The best epoch is chosen on the
 held-out fold (the usual CK+ protocol; optimistic) or, for runs trained with
 ``kfold_validation: rotating``, on the next fold, left out of training (no
-choice on the held-out fold either); both runs must have chosen the same way. ``--mirror-average``
-scores every model on each face and its mirror image, as the emotion node's
-``mirror_average`` parameter does. Writes
+choice on the held-out fold either); both runs must have chosen the same way.
+``--mirror-average`` scores every model on each face and its mirror image, as
+the emotion node's ``mirror_average`` parameter does. Writes
 ``fused_kfold_report.json`` (``fused_kfold_mirror_average_report.json``) into
 the pixel run's folder.
 """
