@@ -52,6 +52,17 @@ def largest_face(faces: list[FaceEmotion]) -> FaceEmotion | None:
     return max(faces, key=lambda face: face.box[2] * face.box[3]) if faces else None
 
 
+@dataclass(frozen=True)
+class DetectedFaces:
+    """One frame's faces, aligned for the classifier: :meth:`EmotionPipeline.detect`'s output."""
+
+    stream: str
+    now: float
+    boxes: list[tuple[int, int, int, int]]
+    crops: np.ndarray  # uint8 [N, S, S]
+    landmarks: np.ndarray  # float32 [N, 468, 3], crop-normalised
+
+
 LANDMARK_BACKENDS = ('mediapipe', 'torch')
 
 
@@ -161,28 +172,42 @@ class EmotionPipeline:
 
     def process(self, image_bgr: np.ndarray, stream: str = 'default', now: float | None = None) -> list[FaceEmotion]:
         """All faces of one frame, inferred in one batch."""
-        detector, tracker = self._stream(stream)
+        return self.classify(self.detect(image_bgr, stream, now))
+
+    def detect(self, image_bgr: np.ndarray, stream: str = 'default', now: float | None = None) -> DetectedFaces:
+        """Find and align the faces of one frame (the first half of :meth:`process`).
+
+        :meth:`detect` and :meth:`classify` may run on two threads, one frame apart, as long as each
+        runs on one thread and a stream's frames reach :meth:`classify` in order.
+        """
+        detector, _ = self._stream(stream)
         faces = detector.detect(image_bgr)
-        if not faces:
-            tracker.update([], time.monotonic() if now is None else now)
-            return []
         aligned = [align_face(image_bgr, face.landmarks) for face in faces]
-        crops = np.stack([crop for crop, _ in aligned])
-        landmarks = np.stack([points for _, points in aligned])
+        crops = np.stack([crop for crop, _ in aligned]) if aligned else np.zeros((0, 0, 0), np.uint8)
+        landmarks = np.stack([points for _, points in aligned]) if aligned else np.zeros((0, 0, 3), np.float32)
+        return DetectedFaces(stream, time.monotonic() if now is None else now, [face.box for face in faces],
+                             crops, landmarks)
+
+    def classify(self, detected: DetectedFaces) -> list[FaceEmotion]:
+        """Classify, track and smooth the faces :meth:`detect` found (the second half of :meth:`process`)."""
+        tracker = self._trackers[detected.stream]
+        if not detected.boxes:
+            tracker.update([], detected.now)
+            return []
         classifier = self._classifier
         if self.settings.mirror_average:
-            probabilities = mirror_averaged(classifier.predict, crops, landmarks)
+            probabilities = mirror_averaged(classifier.predict, detected.crops, detected.landmarks)
         else:
-            probabilities = classifier.predict(crops, landmarks)
+            probabilities = classifier.predict(detected.crops, detected.landmarks)
         with self._seen_lock:
-            self._seen.extend(zip(crops, landmarks))
-        ids = tracker.update([face.box for face in faces], time.monotonic() if now is None else now)
+            self._seen.extend(zip(detected.crops, detected.landmarks))
+        ids = tracker.update(detected.boxes, detected.now)
         labels = tuple(classifier.labels)
         results = []
-        for face, face_id, face_probabilities in zip(faces, ids, probabilities):
+        for box, face_id, face_probabilities in zip(detected.boxes, ids, probabilities):
             smoothed = tracker.smooth(face_id, face_probabilities, labels)
             valence, arousal = valence_arousal(smoothed, labels)
-            results.append(FaceEmotion(face_id, face.box, labels, smoothed.astype(np.float32),
+            results.append(FaceEmotion(face_id, box, labels, smoothed.astype(np.float32),
                                        valence, arousal, classifier.name))
         return results
 

@@ -88,9 +88,10 @@ def test_lifecycle_from_unconfigured_to_active_and_back_with_frames_flowing(ros,
         assert transition(camera, Transition.TRANSITION_ACTIVATE) and state(camera) == 'active'
         wait_until(lambda: stream.answered_since(0))
         assert len(camera.arrays[stamp_key(stream.answered_since(0)[0])].emotions) == 1
+        assert node.worker_alive  # both stages: detect, then classify and publish
 
         assert transition(camera, Transition.TRANSITION_DEACTIVATE) and state(camera) == 'inactive'
-        # Inactive: unsubscribed, no worker; frames keep coming and none is taken or answered.
+        # Inactive: unsubscribed, no processing thread; frames keep coming and none is taken or answered.
         assert not node.subscriptions_in_use and node.worker_alive is False
         wait_until(lambda: camera.image_publisher.get_subscription_count() == 0)
         processed, mark = node.stats()['processed'], len(stream.headers)

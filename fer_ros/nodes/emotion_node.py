@@ -170,7 +170,7 @@ def count_since(times: deque, cutoff: float) -> int:
 
 
 class FrameSlots:
-    """The newest unprocessed frame of each input topic; replaced frames count as skipped."""
+    """The newest unprocessed frame (or a frame's faces) of each input topic; replaced ones count as skipped."""
 
     def __init__(self):
         self._frames: dict[str, tuple[object, float]] = {}
@@ -232,9 +232,11 @@ class EmotionNode(LifecycleNode):
         self._switch_lock = threading.RLock()
         self._emotion_publisher = self._face_publisher = self._annotated_publisher = None
         self._subscriptions_in_use = []
-        self._worker = None
+        self._workers: list[threading.Thread] = []
         self._hri_output: Rep155Output | None = None
-        self._slots = FrameSlots()
+        # Two stages, one frame apart: the faces of the next frame are found while this one is classified.
+        self._slots = FrameSlots()  # frames received, waiting for detection
+        self._detected = FrameSlots()  # faces found, waiting for classification
         for name, (default, description) in PARAMETERS.items():
             try:
                 self.declare_parameter(name, default, parameter_descriptor(description, name in READ_ONLY, RANGES.get(name)))
@@ -306,8 +308,11 @@ class EmotionNode(LifecycleNode):
         # counts the rest as skipped), so frames that queue while the executor waits are still counted.
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=SUBSCRIPTION_DEPTH, reliability=reliability)
         self._slots.reopen()
-        self._worker = threading.Thread(target=self._process_frames, name='emotion_worker', daemon=True)
-        self._worker.start()
+        self._detected.reopen()
+        self._workers = [threading.Thread(target=self._detect_frames, name='emotion_detect', daemon=True),
+                         threading.Thread(target=self._classify_frames, name='emotion_classify', daemon=True)]
+        for worker in self._workers:
+            worker.start()
         frames = MutuallyExclusiveCallbackGroup()
         self._subscriptions_in_use = [
             self.create_subscription(message_type, topic, lambda m, t=resolved: self._slots.put(t, m), qos,
@@ -342,9 +347,10 @@ class EmotionNode(LifecycleNode):
             self.destroy_subscription(subscription)
         self._subscriptions_in_use = []
         self._slots.close()
-        if self._worker is not None:
-            self._worker.join(timeout=10.0)
-            self._worker = None
+        self._detected.close()
+        for worker in self._workers:
+            worker.join(timeout=10.0)
+        self._workers = []
 
     def _release(self) -> None:
         with self._switch_lock:
@@ -376,7 +382,8 @@ class EmotionNode(LifecycleNode):
 
     @property
     def worker_alive(self) -> bool:
-        return self._worker is not None and self._worker.is_alive()
+        """True while both processing threads run (only while active)."""
+        return bool(self._workers) and all(worker.is_alive() for worker in self._workers)
 
     @property
     def serving_model(self) -> str:
@@ -574,7 +581,10 @@ class EmotionNode(LifecycleNode):
 
     # -- frames ---------------------------------------------------------------------
 
-    def _process_frames(self) -> None:
+    def _detect_frames(self) -> None:
+        """Stage one: decode each frame and find and align its faces while stage two classifies the
+        previous one; newer faces of a topic replace those still waiting for stage two (counted as skipped),
+        so stage two always classifies the newest."""
         while self.context.ok() and not self._slots.closed:
             item = self._slots.take(timeout=0.2)
             if item is None:
@@ -582,18 +592,26 @@ class EmotionNode(LifecycleNode):
             topic, message = item
             try:
                 image = message_to_bgr(message, self._max_image_pixels)
-                now = self._message_time(message.header)
-                faces = self._pipeline.process(image, stream=topic, now=now)
-            except ImageDecodeError as error:
-                self._count_bad_frame(topic, error)
-                continue
+                detected = self._pipeline.detect(image, stream=topic, now=self._message_time(message.header))
             except Exception as error:  # a node never dies on one bad frame
-                self._count_bad_frame(topic, error)
-                self.get_logger().error(f'unexpected error on a frame from {topic}: {error!r}',
-                                        throttle_duration_sec=2.0)
+                self._drop_frame(topic, error)
+                continue
+            self._detected.put(topic, (message.header, image, detected))
+
+    def _classify_frames(self) -> None:
+        """Stage two: classify the faces stage one found and publish."""
+        while self.context.ok() and not self._detected.closed:
+            item = self._detected.take(timeout=0.2)
+            if item is None:
+                continue
+            topic, (header, image, detected) = item
+            try:
+                faces = self._pipeline.classify(detected)
+            except Exception as error:  # a node never dies on one bad frame
+                self._drop_frame(topic, error)
                 continue
             with unless_shut_down(self.context):
-                self._publish(message.header, faces, image, now)
+                self._publish(header, faces, image, detected.now)
 
     def _message_time(self, header) -> float:
         """Seconds of the frame's stamp (tracks age in message time: bag replays at any rate and
@@ -601,12 +619,16 @@ class EmotionNode(LifecycleNode):
         stamp = header.stamp.sec + header.stamp.nanosec * 1e-9
         return stamp if stamp > 0 else self.get_clock().now().nanoseconds * 1e-9
 
-    def _count_bad_frame(self, topic: str, error: Exception) -> None:
+    def _drop_frame(self, topic: str, error: Exception) -> None:
         with self._stats_lock:
             self._bad_frames += 1
             self._bad_frame_times.append(time.monotonic())
             self._last_error = f'{topic}: {str(error)[:300]}'
-        self.get_logger().warning(f'dropped a frame from {topic}: {error}', throttle_duration_sec=2.0)
+        if isinstance(error, ImageDecodeError):
+            self.get_logger().warning(f'dropped a frame from {topic}: {error}', throttle_duration_sec=2.0)
+        else:
+            self.get_logger().error(f'dropped a frame from {topic} on an unexpected error: {error!r}',
+                                    throttle_duration_sec=2.0)
 
     def _publish(self, header, faces: list[FaceEmotion], image: np.ndarray, now: float) -> None:
         messages = [self._face_message(header, face) for face in faces]
@@ -651,12 +673,13 @@ class EmotionNode(LifecycleNode):
         with self._stats_lock:
             recent_bad = count_since(self._bad_frame_times, time.monotonic() - window_s)
             recent_received, recent_skipped = self._slots.recent_counts(window_s)
+            recent_skipped += self._detected.recent_counts(window_s)[1]
             latencies = np.array(self._latencies) if self._latencies else np.zeros(1)
             times = list(self._processed_times)
             values = {
                 'frames received': self._slots.received,
                 'frames processed': self._processed,
-                'frames skipped (newer frame arrived)': self._slots.skipped,
+                'frames skipped (newer frame arrived)': self._slots.skipped + self._detected.skipped,
                 'frames dropped (bad input or error)': self._bad_frames,
                 f'frames dropped in the last {window_s:g} s': recent_bad,
                 f'frames skipped in the last {window_s:g} s': recent_skipped,
@@ -693,7 +716,7 @@ class EmotionNode(LifecycleNode):
         """Counters for tests and benchmarks."""
         with self._stats_lock:
             return {'received': self._slots.received, 'processed': self._processed,
-                    'skipped': self._slots.skipped, 'bad': self._bad_frames}
+                    'skipped': self._slots.skipped + self._detected.skipped, 'bad': self._bad_frames}
 
     def destroy_node(self):
         self._stop_processing()
