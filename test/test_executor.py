@@ -1,6 +1,7 @@
 """The nodes' executor: a callback waiting for a pool thread does not keep the spinning thread busy, and
 every callback still runs (real rclpy nodes, topics and executor)."""
 
+import contextlib
 import threading
 import time
 
@@ -35,26 +36,42 @@ def context():
     rclpy.shutdown(context=context)
 
 
-@pytest.mark.filterwarnings('ignore:MultiThreadedExecutor is used with a single thread')  # one, to fill it
-def test_a_callback_queued_behind_a_busy_pool_is_waited_for_not_polled(context):
-    node = Node('executor_test', context=context)
-    executor = CountingExecutor(num_threads=1, context=context)
+@contextlib.contextmanager
+def pool_held_by_a_slow_callback(name: str, executor, context):
+    """A node spun by ``executor`` (one pool thread) whose timer callback holds that thread for BLOCK_S.
+
+    Yields (a publisher to topic ``name``, the messages its subscription has received) once that callback
+    runs and its timer is cancelled, so a message published now waits behind it for the pool thread.
+    """
+    node = Node(name, context=context)
     executor.add_node(node)
     blocking_started, received = threading.Event(), []
 
-    def block():  # holds the only pool thread
+    def block():
         blocking_started.set()
         time.sleep(BLOCK_S)
 
     timer = node.create_timer(0.01, block, callback_group=MutuallyExclusiveCallbackGroup())
-    node.create_subscription(String, 'executor_test', lambda message: received.append(message.data), 10,
+    node.create_subscription(String, name, lambda message: received.append(message.data), 10,
                              callback_group=MutuallyExclusiveCallbackGroup())
-    publisher = node.create_publisher(String, 'executor_test', 10)
+    publisher = node.create_publisher(String, name, 10)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     try:
         assert blocking_started.wait(30)
         timer.cancel()
+        yield publisher, received
+    finally:
+        executor.shutdown()
+        spinner.join(timeout=10)
+        assert not spinner.is_alive()
+        node.destroy_node()
+
+
+@pytest.mark.filterwarnings('ignore:MultiThreadedExecutor is used with a single thread')  # one, to fill it
+def test_a_callback_queued_behind_a_busy_pool_is_waited_for_not_polled(context):
+    executor = CountingExecutor(num_threads=1, context=context)
+    with pool_held_by_a_slow_callback('executor_test', executor, context) as (publisher, received):
         waits_before = executor.waits
         publisher.publish(String(data='queued'))  # its callback waits behind block() for the pool thread
         deadline = time.monotonic() + 30
@@ -64,10 +81,6 @@ def test_a_callback_queued_behind_a_busy_pool_is_waited_for_not_polled(context):
         # rclpy 9.1's MultiThreadedExecutor asks thousands of times in this second (ros2/rclpy#1452).
         assert executor.waits - waits_before < 100
         assert received == ['queued']
-    finally:
-        executor.shutdown()
-        spinner.join(timeout=10)
-        node.destroy_node()
 
 
 def test_an_exception_in_a_callback_reaches_spin(context):
@@ -91,36 +104,15 @@ def test_an_exception_in_a_callback_reaches_spin(context):
 
 @pytest.mark.filterwarnings('ignore:MultiThreadedExecutor is used with a single thread')
 def test_shutdown_runs_the_callbacks_already_handed_to_the_pool_before_it_ends(context):
-    node = Node('executor_shutdown_test', context=context)
     executor = MultiThreadedExecutorWithoutBusyWait(num_threads=1, context=context)
-    executor.add_node(node)
-    blocking_started, received = threading.Event(), []
-
-    def block():  # holds the only pool thread while a message's callback queues behind it
-        blocking_started.set()
-        time.sleep(BLOCK_S)
-
-    timer = node.create_timer(0.01, block, callback_group=MutuallyExclusiveCallbackGroup())
-    node.create_subscription(String, 'executor_shutdown_test', lambda message: received.append(message.data),
-                             10, callback_group=MutuallyExclusiveCallbackGroup())
-    publisher = node.create_publisher(String, 'executor_shutdown_test', 10)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        assert blocking_started.wait(30)
-        timer.cancel()
+    with pool_held_by_a_slow_callback('executor_shutdown_test', executor, context) as (publisher, received):
         publisher.publish(String(data='queued'))
         deadline = time.monotonic() + 30
         while len(executor._futures) < 2:  # block()'s task and the queued message's
             assert time.monotonic() < deadline, 'the message never reached the pool'
             time.sleep(0.01)
         executor.shutdown()
-        spinner.join(timeout=10)
-        assert not spinner.is_alive()
         assert received == ['queued']
         # rclpy 9.1 destroys its guard condition first: the queued task then failed with InvalidHandle
         # ("cannot use Destroyable because destruction was requested"), printed at exit as never retrieved.
         assert all(task.done() and task.exception() is None for task in executor._futures)
-    finally:
-        executor.shutdown()
-        node.destroy_node()
