@@ -20,6 +20,7 @@ from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN, FaceMeshCNNSEGC
 from fer_ros.model.fused import FusedCNNSEGCN, FusedCNNSEGCNConfig
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model.serving import load_classifier
+from fer_ros.model_store import SHIPPED_MODEL_DIR
 from fer_ros.training.evaluate import evaluate_checkpoint
 from fer_ros.training.fuse import fuse, quantize_pixel_branch
 from fer_ros.training.fused_kfold import fused_kfold
@@ -109,6 +110,29 @@ def test_the_int8_pixel_graph_is_recorded_and_served_compiled_close_to_pytorch(q
     np.testing.assert_allclose(got, want, atol=0.1)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
     assert not np.allclose(got, want, atol=1e-7)  # the pixel branch did run int8, not the float model
+
+
+def runtime_op_types(graph: Path, tmp_path: Path) -> list[str]:
+    """The op types ONNX Runtime runs for ``graph``: its graph after the session's optimisations, which turn
+    each quantise / float op / dequantise group it can into one integer op."""
+    import onnx
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f'{graph.stem}.optimized.onnx')
+    onnxruntime.InferenceSession(str(graph), options, providers=['CPUExecutionProvider'])
+    return [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+@pytest.mark.parametrize('graph, se_blocks', [('made here', 4), ('shipped default', 8)])
+def test_the_int8_pixel_graph_stays_int8_through_each_squeeze_and_excitation_gate(quantized, tmp_path, graph,
+                                                                                 se_blocks):
+    path = (quantized.with_name('fused.pixel_int8.onnx') if graph == 'made here'
+            else SHIPPED_MODEL_DIR / 'cnn_se_gcn_fer2013.pixel_int8.onnx')
+    op_types = runtime_op_types(path, tmp_path)
+    # Each SE squeeze and the final pool average uint8 maps; none leaves int8 to average in float.
+    assert op_types.count('QLinearGlobalAveragePool') == se_blocks + 1
+    assert not {'ReduceMean', 'GlobalAveragePool'} & set(op_types)
+    assert op_types.count('QLinearConv') > 2 * se_blocks
 
 
 @pytest.mark.parametrize('damage', ['missing', 'truncated', 'unrecorded'])

@@ -26,7 +26,7 @@ from fer_ros.model.metadata import ModelLoadError, checkpoint_paths, file_sha256
 FACE_MESH_ARCHITECTURE = 'cnn_se_gcn_facemesh'
 FUSED_ARCHITECTURE = 'cnn_se_gcn_fused'
 # Bumped whenever the head's code or its export changes, so no cache keeps an export of older code.
-HEAD_EXPORT_VERSION = 3
+HEAD_EXPORT_VERSION = 4
 EXPORT_TIMEOUT_S = 600.0
 
 

@@ -9,6 +9,7 @@ and 6 pixel feature maps.
 from pathlib import Path
 
 from torch import nn
+from torch.nn import functional as F
 
 
 def make_divisible(value, divisor=8, min_value=None):
@@ -19,7 +20,11 @@ def make_divisible(value, divisor=8, min_value=None):
 
 
 class SqueezeExcite(nn.Module):
-    """Channel attention: global average -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid gate."""
+    """Channel attention: global average -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid gate.
+
+    The squeeze is a global average pool (not ``mean``) so that the ONNX export is a GlobalAveragePool,
+    which ONNX Runtime quantises as such: the int8 pixel graph then stays int8 through each SE gate.
+    """
 
     def __init__(self, channels, rd_ratio=1 / 16, rd_divisor=8):
         super().__init__()
@@ -30,7 +35,7 @@ class SqueezeExcite(nn.Module):
         self.gate = nn.Sigmoid()
 
     def forward(self, x):
-        scale = x.mean(dim=(2, 3), keepdim=True)
+        scale = F.adaptive_avg_pool2d(x, 1)
         return x * self.gate(self.fc2(self.act(self.fc1(scale))))
 
 
