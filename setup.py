@@ -121,6 +121,7 @@ setup(
         'fer-pack-faces = fer_ros.data.packed:main',
         'fer-export = fer_ros.model.export:main',
         'fer-fuse = fer_ros.training.fuse:cli',
+        'fer-teacher-probs = fer_ros.training.teacher:cli',
         'fer-fused-kfold = fer_ros.training.fused_kfold:cli',
         'fer-make-bag = fer_ros.bag.make:main',
         'fer-bag-eval = fer_ros.bag.evaluate:main',

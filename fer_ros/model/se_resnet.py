@@ -67,12 +67,16 @@ class BasicBlock(nn.Module):
 
 
 class SEResNet(nn.Module):
-    """Stem + four stages of BasicBlocks + global average pool -> [B, widths[-1]]."""
+    """Stem + four stages of BasicBlocks + global average pool -> [B, widths[-1]].
+
+    ``stem_stride`` 2 halves the maps of every stage: a quarter of the multiply-adds.
+    """
 
     def __init__(self, blocks_per_stage=(2, 2, 2, 2), widths=(64, 128, 256, 512), in_channels=1,
-                 use_se=True, se_ratio=1 / 16):
+                 use_se=True, se_ratio=1 / 16, stem_stride=1):
         super().__init__()
-        self.stem = nn.Sequential(conv3x3(in_channels, widths[0]), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(conv3x3(in_channels, widths[0], stem_stride), nn.BatchNorm2d(widths[0]),
+                                  nn.ReLU(inplace=True))
         stages = []
         channels = widths[0]
         for index, (num_blocks, width) in enumerate(zip(blocks_per_stage, widths)):
