@@ -9,7 +9,7 @@ landmark cache keys it), labels and ``<split>_probs`` float16
 [models, (plain, mirrored), N, C].
 
   fer-teacher-probs fer_ros/weights/cnn_se_gcn_fer2013 --data ../shared/data/fer2013 \\
-    --landmark-cache ../cache/landmarks --out ../cache/teachers/fused_v2.npz
+    --landmark-cache ../cache/landmarks --out ../cache/teachers/cnn_se_gcn_fer2013.npz
 """
 import argparse
 from pathlib import Path
@@ -67,7 +67,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('models', nargs='+', help='model folders or checkpoint files (the teachers)')
     parser.add_argument('--data', required=True)
-    parser.add_argument('--kind', default='fer2013', help='dataset kind (fer2013 | fer2013_csv | ckplus | folder)')
+    parser.add_argument('--kind', default='fer2013', choices=['fer2013', 'fer2013_csv', 'ckplus', 'folder'])
     parser.add_argument('--splits', nargs='+', default=['train', 'val'])
     parser.add_argument('--landmark-cache', required=True)
     parser.add_argument('--out', type=Path, required=True, help='the teacher file (.npz)')
