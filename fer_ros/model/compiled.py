@@ -7,7 +7,7 @@ by :mod:`fer_ros.model.head_export` in a child process (which checks ONNX
 Runtime's logits against PyTorch's) and kept in a cache folder, keyed by the
 weights' sha256. Later loads check the cached file's sha256 and start in
 well under a second. A fused model (``cnn_se_gcn_fused``) also runs its pixel
-branch in ONNX Runtime, from the int8 graph ``fer-fuse`` ships beside it.
+branch in ONNX Runtime, from the int8 or float32 graph ``fer-fuse`` ships beside it.
 """
 import json
 import os
@@ -86,16 +86,19 @@ def compiled_head(model_path, metadata: dict, cache_dir=None) -> tuple[Path, dic
     return onnx_path, description
 
 
-def pixel_int8_graph(model_path, metadata: dict, weights_sha256: str) -> Path:
-    """The int8 pixel branch of a fused checkpoint, beside its weights and checked against its JSON."""
-    compiled = metadata.get('compiled')
-    record = compiled.get('pixel_int8') if isinstance(compiled, dict) else None
+def pixel_graph(model_path, metadata: dict, weights_sha256: str) -> Path:
+    """The compiled pixel branch (float32 or int8) of a fused checkpoint, beside its weights and checked
+    against its JSON."""
+    compiled = metadata.get('compiled') if isinstance(metadata.get('compiled'), dict) else {}
+    precision, record = next(((precision, compiled[f'pixel_{precision}']) for precision in ('float32', 'int8')
+                              if f'pixel_{precision}' in compiled), (None, None))
     if not isinstance(record, dict) or not isinstance(record.get('file'), str):
-        raise CompiledUnavailable('its JSON records no int8 pixel branch (fer-fuse --calibration-data makes one)')
+        raise CompiledUnavailable('its JSON records no compiled pixel branch (fer-fuse --calibration-data '
+                                  'makes one)')
     weights_path, _ = checkpoint_paths(model_path)
     path = weights_path.with_name(Path(record['file']).name)
     if not path.is_file():
-        raise CompiledUnavailable(f'its int8 pixel branch {path} is missing')
+        raise CompiledUnavailable(f'its {precision} pixel branch {path} is missing')
     if record.get('weights_sha256') != weights_sha256:
         raise CompiledUnavailable(f'{path.name} was made from other weights than {weights_path.name}')
     if record.get('sha256') != file_sha256(path):
@@ -109,10 +112,11 @@ class CompiledClassifier(CheckpointClassifier):
 
     The same interface as :class:`fer_ros.model.inference.ExpressionClassifier`,
     on the CPU only: probabilities equal to its eager model's within 1e-4 for a
-    face-mesh model; for a fused model within the int8 pixel branch's
-    difference (0.15 at most on 512 FER-2013 faces, halved by the mean; tests
-    check both). :meth:`for_gradients` loads the PyTorch model of the same
-    weights when something needs gradients (the self-check).
+    face-mesh model and a fused model with a float32 pixel graph; with an int8
+    pixel graph within that graph's difference (0.15 at most on 512 FER-2013
+    faces, halved by the mean; tests check each). :meth:`for_gradients` loads
+    the PyTorch model of the same weights when something needs gradients (the
+    self-check).
     """
 
     runtime = 'litert+onnxruntime'
@@ -136,9 +140,8 @@ class CompiledClassifier(CheckpointClassifier):
         self._session = onnxruntime.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
         self._pixel_session, self._pixel_weight, self._pixel_worker = None, 0.0, None
         if fused:
-            pixel_graph = pixel_int8_graph(model_path, metadata, description['weights_sha256'])
-            self._pixel_session = onnxruntime.InferenceSession(str(pixel_graph), options,
-                                                               providers=['CPUExecutionProvider'])
+            graph = pixel_graph(model_path, metadata, description['weights_sha256'])
+            self._pixel_session = onnxruntime.InferenceSession(str(graph), options, providers=['CPUExecutionProvider'])
             self._pixel_weight = float(metadata['config']['pixel_weight'])
             # The pixel branch runs beside the face-mesh branch (both runtimes release the GIL).
             self._pixel_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix='fer-pixel-branch')

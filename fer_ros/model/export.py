@@ -10,7 +10,7 @@ Loads and validates the checkpoint, stores the weights in float16 (half the
 size; loaded back as float32), those the source stored as int8 again as int8,
 and keeps the metadata, with ``name`` set to the
 output file name so a node reports the name it was switched to. Compiled files
-made for the source (a fused model's int8 pixel graph) are not carried over:
+made for the source (a fused model's compiled pixel graph) are not carried over:
 ``fer-fuse`` makes them.
 """
 

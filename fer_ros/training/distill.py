@@ -1,6 +1,6 @@
 """Teacher probabilities for knowledge distillation (``data.teacher_probs``, the ``distill`` loss term).
 
-A teacher file (``teacher_probs.npz``, written by scripts/gpu_session.py)
+A teacher file (``teacher_probs.npz``, written by fer-teacher-probs or scripts/gpu_session.py)
 holds, per split, each image's content key (the sha1 of its file, as the
 landmark cache keys images), its label and every teacher model's softmax
 output on the plain and the mirrored crop: ``<split>_probs`` float16

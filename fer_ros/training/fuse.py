@@ -12,8 +12,11 @@ landmark heads left out) and, with
 int8 by ONNX Runtime (static, per channel, activation ranges from
 ``--calibration-faces`` aligned training crops), which
 :class:`fer_ros.model.compiled.CompiledClassifier` runs on CPUs (about 3x
-faster than float). Its agreement with the PyTorch branch on other crops of
-the same split is measured and stored in the JSON beside its sha256.
+faster than float). ``--pixel-graph float32`` writes OUTPUT.pixel_float32.onnx
+instead: the branch in float, equal to PyTorch within 1e-4, at float's cost
+(README, "A pixel branch at a quarter of the compute"). The graph's agreement with the
+PyTorch branch on other crops of the same split is measured and stored in the
+JSON beside its sha256.
 """
 import argparse
 import json
@@ -37,7 +40,7 @@ from fer_ros.model.metadata import checkpoint_paths, file_sha256, read_metadata
 from fer_ros.training import console_script
 from fer_ros.training.evaluate import evaluate_checkpoint
 
-PIXEL_INT8_SUFFIX = '.pixel_int8.onnx'
+PIXEL_GRAPH_PRECISIONS = ('int8', 'float32')
 OPSET = 17
 
 
@@ -100,25 +103,70 @@ def calibration_crops(data, kind='fer2013', split='train', landmark_cache=None, 
     return faces.images[:count], faces.images[count:]
 
 
-def quantize_pixel_branch(model_path, calibration, check, description='') -> Path:
-    """Write MODEL.pixel_int8.onnx for a fused checkpoint and record it (sha256, calibration, agreement
-    with PyTorch on the ``check`` crops) under ``compiled.pixel_int8`` in the checkpoint's JSON."""
-    import onnxruntime
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+def _images(crops):
+    return (np.asarray(crops, np.float32) / 255.0)[:, None]
 
+
+def _export_float(pixel: CNNSEGCN, path: Path, example) -> None:
+    """The pixel branch (image -> logits) as a float32 ONNX graph with a dynamic batch axis."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # the TorchScript-based exporter's deprecation and tracer notes
+        torch.onnx.export(PixelLogits(pixel).eval(), (torch.from_numpy(_images(example)),), str(path),
+                          dynamo=False, opset_version=OPSET, input_names=['image'], output_names=['logits'],
+                          dynamic_axes={'image': {0: 'faces'}, 'logits': {0: 'faces'}})
+
+
+def compile_pixel_branch(model_path, check, precision='int8', calibration=None, description='') -> Path:
+    """Write MODEL.pixel_<precision>.onnx for a fused checkpoint and record it (sha256, calibration,
+    agreement with PyTorch on the ``check`` crops) under ``compiled.pixel_<precision>`` in the
+    checkpoint's JSON, in place of any other pixel graph. int8 needs ``calibration`` crops."""
+    import onnxruntime
+
+    if precision not in PIXEL_GRAPH_PRECISIONS:
+        raise ValueError(f'pixel graph precision must be one of {PIXEL_GRAPH_PRECISIONS}, not {precision!r}')
+    if precision == 'int8' and calibration is None:
+        raise ValueError('an int8 pixel graph needs calibration crops')
     model, _ = load_model(model_path)
     if not isinstance(model, FusedCNNSEGCN):
         raise ValueError(f'{model_path} is not a {FusedCNNSEGCN.architecture} model')
     weights_path, _ = checkpoint_paths(model_path)
-    onnx_path = weights_path.with_name(weights_path.stem + PIXEL_INT8_SUFFIX)
+    onnx_path = weights_path.with_name(f'{weights_path.stem}.pixel_{precision}.onnx')
+    partial = onnx_path.with_name(f'.{onnx_path.name}.{os.getpid()}')
+    if precision == 'int8':
+        _quantize(model.pixel, calibration, check, partial)
+    else:
+        _export_float(model.pixel, partial, check[:2])
+    os.replace(partial, onnx_path)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    compiled = softmax(session.run(None, {'image': _images(check)})[0])
+    with torch.no_grad():
+        reference = torch.softmax(model.pixel(torch.from_numpy(_images(check))).logits, dim=1).numpy()
+    record = {
+        'file': onnx_path.name, 'sha256': file_sha256(onnx_path), 'weights_sha256': file_sha256(weights_path),
+        **({'calibration': {'faces': int(len(calibration)), 'data': description}} if precision == 'int8' else {}),
+        'check': {'faces': int(len(check)),
+                  'max_probability_difference': float(np.abs(compiled - reference).max()),
+                  'mean_probability_difference': float(np.abs(compiled - reference).mean()),
+                  'top1_agreement': float((compiled.argmax(1) == reference.argmax(1)).mean())},
+        'onnxruntime': onnxruntime.__version__}
+    others = {key: value for key, value in read_metadata(model_path).get('compiled', {}).items()
+              if not key.startswith('pixel_')}
+    _update_metadata(model_path, compiled=dict(others, **{f'pixel_{precision}': record}))
+    for stale in PIXEL_GRAPH_PRECISIONS:
+        path = weights_path.with_name(f'{weights_path.stem}.pixel_{stale}.onnx')
+        if stale != precision and path.exists():
+            path.unlink()
+    return onnx_path
 
-    def images(crops):
-        return (np.asarray(crops, np.float32) / 255.0)[:, None]
+
+def _quantize(pixel: CNNSEGCN, calibration, check, output: Path) -> None:
+    """The pixel branch as an int8 ONNX graph (static QDQ, per channel) calibrated on ``calibration`` crops."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Crops(CalibrationDataReader):
         def __init__(self):
-            self.batches = iter(np.array_split(images(calibration), max(1, len(calibration) // 32)))
+            self.batches = iter(np.array_split(_images(calibration), max(1, len(calibration) // 32)))
 
         def get_next(self):
             batch = next(self.batches, None)
@@ -126,31 +174,10 @@ def quantize_pixel_branch(model_path, calibration, check, description='') -> Pat
 
     with tempfile.TemporaryDirectory() as work:
         float_path, prepared_path = Path(work) / 'pixel.onnx', Path(work) / 'pixel_prepared.onnx'
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter('ignore')  # the TorchScript-based exporter's deprecation and tracer notes
-            torch.onnx.export(PixelLogits(model.pixel).eval(), (torch.from_numpy(images(check[:2])),),
-                              str(float_path), dynamo=False, opset_version=OPSET, input_names=['image'],
-                              output_names=['logits'], dynamic_axes={'image': {0: 'faces'}, 'logits': {0: 'faces'}})
+        _export_float(pixel, float_path, check[:2])
         quant_pre_process(str(float_path), str(prepared_path))
-        partial = onnx_path.with_name(f'.{onnx_path.name}.{os.getpid()}')
-        quantize_static(str(prepared_path), str(partial), Crops(), quant_format=QuantFormat.QDQ, per_channel=True,
+        quantize_static(str(prepared_path), str(output), Crops(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        os.replace(partial, onnx_path)
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
-    quantized = softmax(session.run(None, {'image': images(check)})[0])
-    with torch.no_grad():
-        reference = torch.softmax(model.pixel(torch.from_numpy(images(check))).logits, dim=1).numpy()
-    record = {
-        'file': onnx_path.name, 'sha256': file_sha256(onnx_path), 'weights_sha256': file_sha256(weights_path),
-        'calibration': {'faces': int(len(calibration)), 'data': description},
-        'check': {'faces': int(len(check)),
-                  'max_probability_difference': float(np.abs(quantized - reference).max()),
-                  'mean_probability_difference': float(np.abs(quantized - reference).mean()),
-                  'top1_agreement': float((quantized.argmax(1) == reference.argmax(1)).mean())},
-        'onnxruntime': onnxruntime.__version__}
-    compiled = read_metadata(model_path).get('compiled', {})
-    _update_metadata(model_path, compiled=dict(compiled, pixel_int8=record))
-    return onnx_path
 
 
 def _update_metadata(model_path, **entries) -> None:
@@ -177,7 +204,10 @@ def main(argv=None):
     parser.add_argument('--pixel-weight', type=float, default=0.5, help="the pixel branch's share of the mean")
     parser.add_argument('--float16-pixel-weights', action='store_true',
                         help='store the pixel branch in float16 too (default: its weights int8, 40%% smaller file)')
-    parser.add_argument('--calibration-data', help='dataset whose aligned crops calibrate the int8 pixel branch')
+    parser.add_argument('--calibration-data', help='dataset whose aligned crops calibrate the int8 pixel branch '
+                        '(and check the compiled pixel graph against PyTorch)')
+    parser.add_argument('--pixel-graph', default='int8', choices=PIXEL_GRAPH_PRECISIONS,
+                        help='precision of the compiled pixel graph (float32: equal to PyTorch within 1e-4)')
     parser.add_argument('--calibration-kind', default='fer2013', choices=['fer2013', 'fer2013_csv', 'ckplus', 'folder'])
     parser.add_argument('--calibration-split', default='train')
     parser.add_argument('--calibration-faces', type=int, default=512, help='as many more check the agreement')
@@ -193,8 +223,8 @@ def main(argv=None):
         calibration, check = calibration_crops(args.calibration_data, args.calibration_kind, args.calibration_split,
                                                args.landmark_cache, args.calibration_faces)
         description = f'{args.calibration_kind} {args.calibration_split} of {args.calibration_data}, seed 0'
-        onnx_path = quantize_pixel_branch(args.output, calibration, check, description)
-        record = read_metadata(args.output)['compiled']['pixel_int8']
+        onnx_path = compile_pixel_branch(args.output, check, args.pixel_graph, calibration, description)
+        record = read_metadata(args.output)['compiled'][f'pixel_{args.pixel_graph}']
         print(f'{onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB): {json.dumps(record["check"])}')
     if args.evaluate_data:
         metrics = record_metrics(args.output, args.evaluate_data, args.evaluate_split, args.landmark_cache)
