@@ -89,9 +89,10 @@ def compiled_head(model_path, metadata: dict, cache_dir=None) -> tuple[Path, dic
 def pixel_graph(model_path, metadata: dict, weights_sha256: str) -> Path:
     """The compiled pixel branch (float32 or int8) of a fused checkpoint, beside its weights and checked
     against its JSON."""
-    compiled = metadata.get('compiled') if isinstance(metadata.get('compiled'), dict) else {}
-    precision, record = next(((precision, compiled[f'pixel_{precision}']) for precision in ('float32', 'int8')
-                              if f'pixel_{precision}' in compiled), (None, None))
+    compiled = metadata.get('compiled')
+    compiled = compiled if isinstance(compiled, dict) else {}
+    precision = next((precision for precision in ('float32', 'int8') if f'pixel_{precision}' in compiled), None)
+    record = compiled.get(f'pixel_{precision}')
     if not isinstance(record, dict) or not isinstance(record.get('file'), str):
         raise CompiledUnavailable('its JSON records no compiled pixel branch (fer-fuse --calibration-data '
                                   'makes one)')

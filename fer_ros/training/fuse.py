@@ -133,7 +133,7 @@ def compile_pixel_branch(model_path, check, precision='int8', calibration=None, 
     onnx_path = weights_path.with_name(f'{weights_path.stem}.pixel_{precision}.onnx')
     partial = onnx_path.with_name(f'.{onnx_path.name}.{os.getpid()}')
     if precision == 'int8':
-        _quantize(model.pixel, calibration, check, partial)
+        _quantize(model.pixel, calibration, partial)
     else:
         _export_float(model.pixel, partial, check[:2])
     os.replace(partial, onnx_path)
@@ -159,7 +159,7 @@ def compile_pixel_branch(model_path, check, precision='int8', calibration=None, 
     return onnx_path
 
 
-def _quantize(pixel: CNNSEGCN, calibration, check, output: Path) -> None:
+def _quantize(pixel: CNNSEGCN, calibration, output: Path) -> None:
     """The pixel branch as an int8 ONNX graph (static QDQ, per channel) calibrated on ``calibration`` crops."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -174,7 +174,7 @@ def _quantize(pixel: CNNSEGCN, calibration, check, output: Path) -> None:
 
     with tempfile.TemporaryDirectory() as work:
         float_path, prepared_path = Path(work) / 'pixel.onnx', Path(work) / 'pixel_prepared.onnx'
-        _export_float(pixel, float_path, check[:2])
+        _export_float(pixel, float_path, calibration[:2])
         quant_pre_process(str(float_path), str(prepared_path))
         quantize_static(str(prepared_path), str(output), Crops(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
