@@ -23,7 +23,7 @@ from fer_ros.model.inference import ExpressionClassifier
 from fer_ros.model.serving import load_classifier
 from fer_ros.model_store import SHIPPED_MODEL_DIR
 from fer_ros.training.evaluate import evaluate_checkpoint
-from fer_ros.training.fuse import compile_pixel_branch, fuse
+from fer_ros.training.fuse import compile_pixel_branch, fuse, main as fuse_main
 from fer_ros.training.fused_kfold import fused_kfold
 from fer_ros.vision.mirror import hflip_landmarks
 from model_fixtures import LABELLED_PHOTOS, aligned_photo_faces, tiny_config
@@ -87,6 +87,17 @@ def test_fuse_refuses_branches_of_the_wrong_kind_or_labels(branches, tmp_path):
         fuse(pixel_path, other, tmp_path / 'fused')
     with pytest.raises(ValueError, match='pixel_weight'):
         FusedCNNSEGCNConfig(pixel_weight=1.5)
+
+
+def test_fer_fuse_refuses_a_pixel_graph_it_could_not_check_before_writing_anything(branches, tmp_path, capsys):
+    pixel_path, mesh_path = branches
+    with pytest.raises(SystemExit):
+        fuse_main([str(pixel_path), str(mesh_path), str(tmp_path / 'fused'), '--pixel-graph', 'float32'])
+    assert 'needs --calibration-data' in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+    weights = fuse_main([str(pixel_path), str(mesh_path), str(tmp_path / 'fused')])
+    assert isinstance(load_model(weights)[0], FusedCNNSEGCN)
+    assert not list(tmp_path.glob('*.onnx'))
 
 
 def test_fer_export_branch_gives_a_fused_models_branch_as_a_model_of_its_own(branches, real_faces, tmp_path):

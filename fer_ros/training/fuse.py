@@ -206,8 +206,9 @@ def main(argv=None):
                         help='store the pixel branch in float16 too (default: its weights int8, 40%% smaller file)')
     parser.add_argument('--calibration-data', help='dataset whose aligned crops calibrate the int8 pixel branch '
                         '(and check the compiled pixel graph against PyTorch)')
-    parser.add_argument('--pixel-graph', default='int8', choices=PIXEL_GRAPH_PRECISIONS,
-                        help='precision of the compiled pixel graph (float32: equal to PyTorch within 1e-4)')
+    parser.add_argument('--pixel-graph', choices=PIXEL_GRAPH_PRECISIONS,
+                        help='precision of the compiled pixel graph (default int8; float32: equal to PyTorch '
+                        'within 1e-4); needs --calibration-data')
     parser.add_argument('--calibration-kind', default='fer2013', choices=['fer2013', 'fer2013_csv', 'ckplus', 'folder'])
     parser.add_argument('--calibration-split', default='train')
     parser.add_argument('--calibration-faces', type=int, default=512, help='as many more check the agreement')
@@ -216,6 +217,9 @@ def main(argv=None):
                         'model into its metrics (val_accuracy, val_macro_f1)')
     parser.add_argument('--evaluate-split', default='val')
     args = parser.parse_args(argv)
+    if args.pixel_graph and not args.calibration_data:
+        parser.error(f'--pixel-graph {args.pixel_graph} needs --calibration-data: the graph is checked against '
+                     'PyTorch on its aligned crops')
     weights, metadata_path = fuse(args.pixel, args.mesh, args.output, args.pixel_weight,
                                   int8_pixel_weights=not args.float16_pixel_weights)
     print(f'{weights} ({weights.stat().st_size / 1e6:.1f} MB), {metadata_path}')
@@ -223,8 +227,9 @@ def main(argv=None):
         calibration, check = calibration_crops(args.calibration_data, args.calibration_kind, args.calibration_split,
                                                args.landmark_cache, args.calibration_faces)
         description = f'{args.calibration_kind} {args.calibration_split} of {args.calibration_data}, seed 0'
-        onnx_path = compile_pixel_branch(args.output, check, args.pixel_graph, calibration, description)
-        record = read_metadata(args.output)['compiled'][f'pixel_{args.pixel_graph}']
+        precision = args.pixel_graph or 'int8'
+        onnx_path = compile_pixel_branch(args.output, check, precision, calibration, description)
+        record = read_metadata(args.output)['compiled'][f'pixel_{precision}']
         print(f'{onnx_path} ({onnx_path.stat().st_size / 1e6:.1f} MB): {json.dumps(record["check"])}')
     if args.evaluate_data:
         metrics = record_metrics(args.output, args.evaluate_data, args.evaluate_split, args.landmark_cache)
