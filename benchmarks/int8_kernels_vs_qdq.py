@@ -17,9 +17,10 @@ import numpy as np
 import onnxruntime
 import torch
 
-from fer_ros.model.checkpoint import checkpoint_paths, load_model
-from fer_ros.model.compiled import softmax
-from fer_ros.training.fuse import calibration_crops
+from fer_ros.model.checkpoint import load_model
+from fer_ros.model.compiled import pixel_graph, softmax
+from fer_ros.model.metadata import checkpoint_paths, file_sha256
+from fer_ros.training.fuse import _images, calibration_crops
 
 
 def graph_probabilities(path, images, level) -> np.ndarray:
@@ -47,11 +48,12 @@ def main(argv=None):
     parser.add_argument('--faces', type=int, default=512)
     parser.add_argument('--seed', type=int, default=1, help='seed 0 draws the crops fer-fuse calibrated on')
     args = parser.parse_args(argv)
-    model, _ = load_model(args.model)
-    weights, _ = checkpoint_paths(args.model)
-    graph = weights.with_name(f'{weights.stem}.pixel_int8.onnx')
+    model, metadata = load_model(args.model)
+    graph = pixel_graph(args.model, metadata, file_sha256(checkpoint_paths(args.model)[0]))
+    if 'pixel_int8' not in metadata['compiled']:
+        parser.error(f'{args.model} has a {graph.name}, not an int8 pixel graph')
     crops, _ = calibration_crops(args.data, 'fer2013', args.split, args.landmark_cache, args.faces, args.seed)
-    images = (crops.astype(np.float32) / 255.0)[:, None]
+    images = _images(crops)
     levels = onnxruntime.GraphOptimizationLevel
     defined = graph_probabilities(graph, images, levels.ORT_DISABLE_ALL)
     served = graph_probabilities(graph, images, levels.ORT_ENABLE_ALL)
